@@ -1,0 +1,77 @@
+"""Shared test helpers: tiny configs, fixed seeds, save/load, LiteRT parity."""
+
+import numpy as np
+
+import keras
+from converters import LiteRTModel, convert_to_tflite
+
+SEED = 1234
+# One tiny configuration per backbone: the smallest width keras.applications allows.
+TINY_KWARGS = {
+    "resnet50": {},
+    "resnet101": {},
+    "vgg16": {},
+    "densenet121": {},
+    "mobilenetv2": {"alpha": 0.35},
+    "xception": {},
+}
+DILATION_OPS = {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+
+
+def images(batch=1, height=64, width=64, seed=SEED):
+    """Float RGB test images in [0, 255]: smooth gradients plus noise, like photos."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    base = np.stack([x, y, (x + y) / 2], axis=-1) * 200
+    noise = rng.uniform(0, 55, size=(batch, height, width, 3))
+    return (base[None] + noise).astype("float32")
+
+
+def randomize_batchnorm(model, seed=SEED):
+    """Gives every BatchNormalization non-trivial statistics, so parity tests exercise them."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                    rng.uniform(-0.2, 0.2, beta.shape).astype("float32"),
+                    rng.uniform(-0.2, 0.2, mean.shape).astype("float32"),
+                    rng.uniform(0.5, 2.0, var.shape).astype("float32"),
+                ]
+            )
+
+
+def relative_error(actual, expected):
+    """max |actual - expected| divided by the scale (max |expected|, at least 1)."""
+    expected = np.asarray(expected, dtype="float64")
+    scale = max(float(np.max(np.abs(expected))), 1.0)
+    return float(np.max(np.abs(np.asarray(actual, dtype="float64") - expected))) / scale
+
+
+def assert_save_load_equal(model, inputs, tmp_path, atol=1e-6):
+    """`.keras` save/load gives a model with the same config and identical outputs."""
+    path = tmp_path / f"{model.name}.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        restored.predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=atol
+    )
+    assert restored.get_config() == model.get_config()
+    return restored
+
+
+def assert_litert_matches(model, inputs, rtol=1e-4):
+    """Converts `model` to fp32 TFLite, runs LiteRT, compares with Keras; returns the op names.
+
+    Asserts no space-to-batch wrapping of dilated convolutions and no Flex ops.
+    """
+    litert = LiteRTModel(convert_to_tflite(model, inputs.shape))
+    ops = litert.op_names
+    assert not DILATION_OPS & set(ops), f"dilation lowered through space-to-batch: {ops}"
+    assert not [op for op in ops if op.startswith("Flex") or "VAR" in op], ops
+    expected = keras.tree.map_structure(np.asarray, model(inputs, training=False))
+    expected = expected if isinstance(expected, np.ndarray) else expected["high"]
+    assert relative_error(litert(inputs), expected) <= rtol
+    return ops

@@ -1,0 +1,21 @@
+"""tfdeeplab: DeepLabV3 semantic segmentation for TensorFlow / Keras 3 that exports cleanly."""
+
+import os
+
+# Keras 3 must run on TensorFlow: the layers call TensorFlow ops so that they convert to TFLite.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        f"tfdeeplab needs Keras' TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}. "
+        "Unset it or set KERAS_BACKEND=tensorflow."
+    )
+
+from tfdeeplab.backbones import BACKBONES, get_backbone  # noqa: E402
+from tfdeeplab.deeplabv3 import DeepLabV3  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["BACKBONES", "DeepLabV3", "__version__", "get_backbone"]

@@ -1,0 +1,104 @@
+"""DeepLabV3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image Segmentation",
+arXiv:1706.05587): a dilated backbone, ASPP with image-level features, a 1×1 classifier and
+bilinear upsampling to the input size."""
+
+import keras
+
+from tfdeeplab.backbones import OUTPUT_STRIDES, get_backbone
+from tfdeeplab.layers.aspp import ASPP
+from tfdeeplab.layers.resize_like import ResizeLike
+
+PAPER_RATES_AT_OS16 = (6, 12, 18)
+
+
+def default_aspp_rates(output_stride):
+    """The paper's rates, (6, 12, 18) at output stride 16, scaled with the feature resolution."""
+    return tuple(r * 16 // output_stride for r in PAPER_RATES_AT_OS16)
+
+
+def _check_rates(aspp_rates, output_stride, input_shape):
+    rates = tuple(aspp_rates)
+    if not rates or any(isinstance(r, bool) or int(r) != r or r < 1 for r in rates):
+        raise ValueError(
+            f"aspp_rates={aspp_rates!r} must be one or more positive integers, "
+            f"e.g. {default_aspp_rates(output_stride)} at output_stride={output_stride}."
+        )
+    known = [s for s in input_shape[:2] if s is not None]
+    if known:
+        feature = -(-min(known) // output_stride)
+        # A 3×3 kernel with rate ≥ the map size sees only padding beyond its centre tap: it
+        # degenerates to a 1×1 convolution (paper, section 3.3 and figure 4).
+        too_large = [r for r in rates if r >= feature]
+        if too_large:
+            raise ValueError(
+                f"aspp_rates {too_large} do not fit the {feature}-cell feature map of a "
+                f"{min(known)}-pixel input at output_stride={output_stride}; rates must be "
+                f"< {feature}."
+            )
+    return tuple(int(r) for r in rates)
+
+
+def DeepLabV3(
+    num_classes,
+    backbone="resnet50",
+    output_stride=16,
+    aspp_rates=None,
+    multi_grid=None,
+    aspp_filters=256,
+    dropout=0.1,
+    backbone_weights=None,
+    input_shape=(None, None, 3),
+    alpha=1.0,
+    name=None,
+):
+    """Builds DeepLabV3 as a functional `keras.Model`.
+
+    Args:
+        num_classes: number of classes (≥ 1).
+        backbone: a name from `tfdeeplab.BACKBONES`.
+        output_stride: 8, 16 or 32.
+        aspp_rates: rates of the 3×3 ASPP branches; default (6, 12, 18) × 16 / output_stride.
+        multi_grid: unit rates of the last ResNet block, e.g. (1, 2, 4).
+        aspp_filters: channels of the ASPP branches and projection.
+        dropout: dropout rate after the ASPP projection.
+        backbone_weights: None, "imagenet" or a keras.applications weights file (see
+            `get_backbone`).
+        input_shape: (H, W, 3); H and W may be None (any size, also odd ones such as 321×479).
+        alpha: MobileNetV2 width multiplier.
+        name: model name; default `deeplabv3_<backbone>_os<output_stride>`.
+
+    Returns:
+        A `keras.Model` taking float RGB in [0, 255], (B, H, W, 3), and returning float32
+        logits (B, H, W, num_classes) at the input resolution. The backbone is the nested
+        model named "backbone" (freeze it with `model.get_layer("backbone").trainable = False`).
+    """
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r} must be an integer ≥ 1.")
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(
+            f"output_stride={output_stride!r} is not supported; choose one of: "
+            f"{', '.join(map(str, OUTPUT_STRIDES))}"
+        )
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape={input_shape!r} must be (H, W, 3) with H, W ints or None.")
+    rates = _check_rates(
+        default_aspp_rates(output_stride) if aspp_rates is None else aspp_rates,
+        output_stride,
+        input_shape,
+    )
+    features = get_backbone(
+        backbone,
+        output_stride=output_stride,
+        weights=backbone_weights,
+        input_shape=input_shape,
+        multi_grid=multi_grid,
+        alpha=alpha,
+    )
+    features.name = "backbone"
+
+    images = keras.Input(shape=tuple(input_shape), name="image")
+    high = features(images)["high"]
+    x = ASPP(filters=aspp_filters, rates=rates, dropout=dropout, name="aspp")(high)
+    x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
+    logits = ResizeLike("bilinear", dtype="float32", name="logits")([x, images])
+    return keras.Model(images, logits, name=name or f"deeplabv3_{backbone}_os{output_stride}")

@@ -1,0 +1,16 @@
+"""Keras layers of tfdeeplab; every one converts to TFLite builtins and to SavedModel."""
+
+from tfdeeplab.layers.aspp import ASPP
+from tfdeeplab.layers.atrous import AtrousConv2D, AtrousDepthwiseConv2D, AtrousSeparableConv2D
+from tfdeeplab.layers.image_normalization import ImageNormalization, NormalizationMode
+from tfdeeplab.layers.resize_like import ResizeLike
+
+__all__ = [
+    "ASPP",
+    "AtrousConv2D",
+    "AtrousDepthwiseConv2D",
+    "AtrousSeparableConv2D",
+    "ImageNormalization",
+    "NormalizationMode",
+    "ResizeLike",
+]

@@ -1,0 +1,85 @@
+"""Atrous Spatial Pyramid Pooling (DeepLabV3, arXiv:1706.05587, section 3.3)."""
+
+import keras
+
+from tfdeeplab.layers.atrous import AtrousConv2D
+
+
+def _conv_bn_relu(conv, name):
+    return [
+        conv,
+        keras.layers.BatchNormalization(name=f"{name}_bn"),
+        keras.layers.ReLU(name=f"{name}_relu"),
+    ]
+
+
+@keras.saving.register_keras_serializable(package="tfdeeplab")
+class ASPP(keras.layers.Layer):
+    """ASPP with image-level features.
+
+    Branches, each followed by BN + ReLU: one 1×1 convolution, one 3×3 atrous convolution per rate,
+    and an image-level branch (global average pool → 1×1 conv → BN → ReLU → back to the feature
+    size). They are concatenated and projected by a 1×1 convolution + BN + ReLU + dropout.
+
+    Args:
+        filters: channels of every branch and of the projection (256 in the paper).
+        rates: dilation rates of the 3×3 branches; (6, 12, 18) at output stride 16.
+        dropout: dropout rate after the projection.
+
+    Input (B, H, W, C) backbone features; output (B, H, W, filters).
+    """
+
+    def __init__(self, filters=256, rates=(6, 12, 18), dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.rates = tuple(int(r) for r in rates)
+        self.dropout = float(dropout)
+        conv = keras.layers.Conv2D
+        self.branches = [_conv_bn_relu(conv(filters, 1, use_bias=False, name="aspp0"), "aspp0")]
+        for i, rate in enumerate(self.rates, start=1):
+            atrous = AtrousConv2D(
+                filters, 3, padding="same", dilation_rate=rate, use_bias=False, name=f"aspp{i}"
+            )
+            self.branches.append(_conv_bn_relu(atrous, f"aspp{i}"))
+        self.pooling = keras.layers.GlobalAveragePooling2D(keepdims=True, name="image_pool")
+        self.pool_branch = _conv_bn_relu(
+            conv(filters, 1, use_bias=False, name="image_pool_conv"), "image_pool"
+        )
+        self.concat = keras.layers.Concatenate(name="concat")
+        self.projection = _conv_bn_relu(
+            conv(filters, 1, use_bias=False, name="projection"), "projection"
+        )
+        self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout")
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        for branch in [*self.branches, self.pool_branch]:
+            branch[0].build((None, None, None, channels))
+            branch[1].build((None, None, None, self.filters))
+        self.projection[0].build((None, None, None, self.filters * (len(self.rates) + 2)))
+        self.projection[1].build((None, None, None, self.filters))
+
+    @staticmethod
+    def _run(stack, x, training):
+        conv, bn, relu = stack
+        return relu(bn(conv(x), training=training))
+
+    def call(self, features, training=None):
+        outputs = [self._run(branch, features, training) for branch in self.branches]
+        pooled = self._run(self.pool_branch, self.pooling(features), training)
+        # Bilinear upsampling of a 1×1 map is a broadcast; a multiply by ones keeps H and W
+        # dynamic and lowers to one MUL that every delegate runs, unlike a dynamic-size resize.
+        outputs.append(pooled * keras.ops.ones_like(outputs[0][..., :1]))
+        x = self._run(self.projection, self.concat(outputs), training)
+        return self.dropout_layer(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "rates": list(self.rates),
+            "dropout": self.dropout,
+        }
