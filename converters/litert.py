@@ -19,9 +19,11 @@ class LiteRTModel:
             else {"model_path": str(model)}
         )
         self.interpreter = Interpreter(**self._source, num_threads=num_threads)
-        self.interpreter.allocate_tensors()
         self.input_details = self.interpreter.get_input_details()
         self.output_details = self.interpreter.get_output_details()
+        # Tensors are allocated at the first call, for its input shape: a dynamic H or W holds a
+        # placeholder 1 until then, which networks with unpadded convolutions cannot run.
+        self._allocated_shape = None
 
     @property
     def op_names(self):
@@ -37,8 +39,17 @@ class LiteRTModel:
         return [op["op_name"] for op in plain._get_ops_details()]
 
     def __call__(self, inputs):
-        """Runs one batch. `inputs` must match the model's single input shape and dtype."""
+        """Runs one batch through the model's single input; dynamic dimensions are resized."""
         detail = self.input_details[0]
-        self.interpreter.set_tensor(detail["index"], np.asarray(inputs, dtype=detail["dtype"]))
+        inputs = np.asarray(inputs, dtype=detail["dtype"])
+        if self._allocated_shape != inputs.shape:
+            if tuple(detail["shape"]) != inputs.shape:
+                self.interpreter.resize_tensor_input(detail["index"], inputs.shape, strict=True)
+            self.interpreter.allocate_tensors()
+            self._allocated_shape = inputs.shape
+            self.input_details = self.interpreter.get_input_details()
+            self.output_details = self.interpreter.get_output_details()
+            detail = self.input_details[0]
+        self.interpreter.set_tensor(detail["index"], inputs)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output_details[0]["index"])

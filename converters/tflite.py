@@ -5,7 +5,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 
 def convert_to_tflite(model, input_shape):
-    """Converts `model` to an fp32 TFLite flatbuffer with a static input shape.
+    """Converts `model` to an fp32 TFLite flatbuffer.
 
     The inference function is frozen (variables become constants) before conversion; converted
     straight from a Keras 3 model, the variables stay as VAR_HANDLE / READ_VARIABLE ops and batch
@@ -14,7 +14,8 @@ def convert_to_tflite(model, input_shape):
 
     Args:
         model: a Keras 3 model with one image input.
-        input_shape: the static input shape (B, H, W, C) of the converted model.
+        input_shape: the input shape (B, H, W, C) of the converted model; None marks a dynamic
+            dimension. Static sizes let the converter fold shape arithmetic into constants.
 
     Returns:
         The flatbuffer as bytes.

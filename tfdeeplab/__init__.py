@@ -5,7 +5,7 @@ import os
 # Keras 3 must run on TensorFlow: the layers call TensorFlow ops so that they convert to TFLite.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras  # noqa: E402
+import keras
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -13,8 +13,8 @@ if keras.backend.backend() != "tensorflow":
         "Unset it or set KERAS_BACKEND=tensorflow."
     )
 
-from tfdeeplab.backbones import BACKBONES, get_backbone  # noqa: E402
-from tfdeeplab.deeplabv3 import DeepLabV3  # noqa: E402
+from tfdeeplab.backbones import BACKBONES, get_backbone
+from tfdeeplab.deeplabv3 import DeepLabV3
 
 __version__ = "0.1.0"
 

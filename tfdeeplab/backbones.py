@@ -206,7 +206,7 @@ def get_backbone(
     low = low_layer.input if spec.low_from_input else low_layer.output
     source = keras.Model(application.input, [low, application.output])
 
-    grid = dict(zip(spec.multi_grid_layers, multi_grid or ()))
+    grid = dict(zip(spec.multi_grid_layers, multi_grid, strict=True)) if multi_grid else {}
     dropped_padding = {pad for pad, _ in spec.same_padding}
     same_padding = {consumer for _, consumer in spec.same_padding}
     inputs = keras.Input(shape=tuple(input_shape), name="image")

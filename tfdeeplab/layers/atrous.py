@@ -38,9 +38,7 @@ def _depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
         def grad(dy):
             with tf.GradientTape() as tape:
                 tape.watch([x, k])
-                reference = tf.nn.depthwise_conv2d(
-                    x, k, strides, padding, dilations=dilation_rate
-                )
+                reference = tf.nn.depthwise_conv2d(x, k, strides, padding, dilations=dilation_rate)
             return tape.gradient(reference, [x, k], output_gradients=dy)
 
         return y, grad
@@ -123,7 +121,5 @@ class AtrousSeparableConv2D(keras.layers.SeparableConv2D):
             self.padding,
             self.dilation_rate,
         )
-        outputs = tf.nn.conv2d(
-            outputs, tf.cast(self.pointwise_kernel, outputs.dtype), 1, "VALID"
-        )
+        outputs = tf.nn.conv2d(outputs, tf.cast(self.pointwise_kernel, outputs.dtype), 1, "VALID")
         return _add_bias_and_activate(self, outputs)

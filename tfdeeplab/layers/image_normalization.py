@@ -1,4 +1,4 @@
-"""Per-backbone input normalisation inside the model, so exported graphs take raw RGB in [0, 255]."""
+"""Per-backbone input normalisation inside the model: exported graphs take RGB in [0, 255]."""
 
 import enum
 

@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+INTERPOLATIONS = ("bilinear", "nearest")
+
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
 class ResizeLike(keras.layers.Layer):
@@ -18,21 +20,19 @@ class ResizeLike(keras.layers.Layer):
     Call with `[x (B, h, w, C), reference (B, H, W, ...)]`; returns (B, H, W, C).
     """
 
-    _METHODS = {"bilinear": "bilinear", "nearest": "nearest"}
-
     def __init__(self, interpolation="bilinear", **kwargs):
         super().__init__(**kwargs)
-        if interpolation not in self._METHODS:
+        if interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"interpolation={interpolation!r} is unknown; choose one of: "
-                f"{', '.join(self._METHODS)}"
+                f"{', '.join(INTERPOLATIONS)}"
             )
         self.interpolation = interpolation
 
     def call(self, inputs):
         x, reference = inputs
         size = tf.shape(reference)[1:3]
-        resized = tf.image.resize(x, size, method=self._METHODS[self.interpolation])
+        resized = tf.image.resize(x, size, method=self.interpolation)
         return tf.cast(resized, self.compute_dtype)
 
     def compute_output_shape(self, input_shapes):

@@ -1,0 +1,1 @@
+"""Measuring scripts of tfdeeplab (run as `python -m benchmarks.<name>`)."""

@@ -1,0 +1,107 @@
+"""Forward latency of DeepLabV3 configurations in Keras, as a compiled `tf.function`.
+
+    python -m benchmarks.keras_forward --backbone resnet50 --output-stride 8 16 --input-size 513
+
+Every configuration is measured in the same process, one after the other, so their ratios are
+comparable; absolute times drift on shared machines. Prints a table and writes JSON.
+"""
+
+import argparse
+import json
+import os
+import platform
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+
+from benchmarks.stats import time_runs
+from tfdeeplab import DeepLabV3
+from tfdeeplab.io import atomic_write_bytes
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def measure(backbone, output_stride, input_size, batch, num_classes, jit_compile, timing):
+    model = DeepLabV3(num_classes, backbone=backbone, output_stride=output_stride)
+    images = tf.constant(
+        np.random.default_rng(0).uniform(0, 255, (batch, input_size, input_size, 3)), tf.float32
+    )
+    forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
+    result = time_runs(lambda: forward(images).numpy(), **timing)
+    return {
+        "backbone": backbone,
+        "output_stride": output_stride,
+        "input_size": input_size,
+        "batch": batch,
+        "jit_compile": jit_compile,
+        "params": model.count_params(),
+        **result,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", nargs="+", default=["resnet50"])
+    parser.add_argument("--output-stride", nargs="+", type=int, default=[8])
+    parser.add_argument("--input-size", type=int, default=513)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--num-classes", type=int, default=21)
+    parser.add_argument("--jit-compile", action="store_true", help="compile with XLA")
+    parser.add_argument("--threads", type=int, default=0, help="TF intra/inter-op threads")
+    parser.add_argument("--warmup-runs", type=int, default=2)
+    parser.add_argument("--min-runs", type=int, default=10)
+    parser.add_argument("--min-secs", type=float, default=5.0)
+    parser.add_argument("--max-secs", type=float, default=150.0)
+    parser.add_argument("--json", help="write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    timing = {
+        "warmup_runs": args.warmup_runs,
+        "min_runs": args.min_runs,
+        "min_secs": args.min_secs,
+        "max_secs": args.max_secs,
+    }
+    results = []
+    print(f"{'model':<28}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'runs':>6}")
+    for backbone in args.backbone:
+        for output_stride in args.output_stride:
+            row = measure(
+                backbone,
+                output_stride,
+                args.input_size,
+                args.batch,
+                args.num_classes,
+                args.jit_compile,
+                timing,
+            )
+            results.append(row)
+            runs = row["runs"]
+            print(
+                f"{backbone + ' OS' + str(output_stride):<28}{runs['mean_ms']:>10.1f}"
+                f"{runs['p50_ms']:>10.1f}{runs['p95_ms']:>10.1f}{runs['count']:>6}",
+                flush=True,
+            )
+    report = {
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "tensorflow": tf.__version__},
+        "results": results,
+    }
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
+    return report
+
+
+if __name__ == "__main__":
+    main()

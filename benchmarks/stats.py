@@ -1,0 +1,51 @@
+"""Timing loops and latency statistics in the conventions of TFLite's `benchmark_model`."""
+
+import time
+
+import numpy as np
+
+
+def summarize(seconds):
+    """Latency statistics in milliseconds of a list of per-run durations in seconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1000
+    percentiles = np.percentile(ms, [50, 90, 95, 99])
+    return {
+        "count": int(ms.size),
+        "mean_ms": float(ms.mean()),
+        "std_ms": float(ms.std()),
+        "min_ms": float(ms.min()),
+        "max_ms": float(ms.max()),
+        **{f"p{p}_ms": float(v) for p, v in zip((50, 90, 95, 99), percentiles, strict=True)},
+    }
+
+
+def time_runs(run, warmup_runs=1, min_runs=10, min_secs=1.0, max_secs=150.0):
+    """Times `run()` as `benchmark_model` does.
+
+    First inference and warm-up are timed apart; the timed phase runs until both `min_runs` and
+    `min_secs` are reached, and stops early once `max_secs` have passed.
+
+    Returns:
+        {"first_ms", "warmup_mean_ms", "runs": summarize(timed phase)}.
+    """
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    warmup = []
+    for _ in range(warmup_runs):
+        start = time.perf_counter()
+        run()
+        warmup.append(time.perf_counter() - start)
+    timed, began = [], time.perf_counter()
+    while True:
+        start = time.perf_counter()
+        run()
+        timed.append(time.perf_counter() - start)
+        elapsed = time.perf_counter() - began
+        if (len(timed) >= min_runs and elapsed >= min_secs) or elapsed >= max_secs:
+            break
+    return {
+        "first_ms": first * 1000,
+        "warmup_mean_ms": float(np.mean(warmup) * 1000) if warmup else None,
+        "runs": summarize(timed),
+    }

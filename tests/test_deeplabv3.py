@@ -1,0 +1,95 @@
+import keras
+import numpy as np
+import pytest
+
+from tests.helpers import assert_litert_matches, assert_save_load_equal, images
+from tfdeeplab import DeepLabV3
+from tfdeeplab.deeplabv3 import default_aspp_rates
+
+TINY = {"backbone": "mobilenetv2", "alpha": 0.35, "aspp_filters": 16}
+
+
+def tiny(num_classes=3, **kwargs):
+    return DeepLabV3(num_classes, **{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize("size", [(64, 64), (65, 63), (321, 479)])
+def test_logits_have_the_input_size_for_any_size(size):
+    model = tiny(4)
+    logits = model(images(1, *size))
+    assert tuple(logits.shape) == (1, *size, 4)
+    assert logits.dtype == "float32"
+
+
+def test_rates_scale_with_output_stride():
+    assert default_aspp_rates(16) == (6, 12, 18)
+    assert default_aspp_rates(8) == (12, 24, 36)
+    assert tiny(output_stride=8).get_layer("aspp").rates == (12, 24, 36)
+    assert tiny(aspp_rates=(2, 4)).get_layer("aspp").rates == (2, 4)
+
+
+def test_resnet50_os16_trainable_weight_count_is_exact():
+    model = DeepLabV3(21, backbone="resnet50", output_stride=16)
+    resnet = keras.applications.ResNet50(weights=None, include_top=False)
+    backbone = sum(int(np.prod(w.shape)) for w in resnet.trainable_weights)
+    c, f, k = 2048, 256, 21  # backbone channels, ASPP filters, classes
+    bn = 2 * f  # gamma and beta of each BatchNormalization
+    aspp = (c * f + bn) + 3 * (9 * c * f + bn) + (c * f + bn) + (5 * f * f + bn)
+    classifier = f * k + k
+    assert backbone == 23_534_592  # keras.applications' documented ResNet50 trainable count
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == backbone + aspp + classifier == 39_075_093
+
+
+def test_save_load_and_config_round_trip(tmp_path):
+    model = tiny(5, output_stride=8)
+    x = images(2, 48, 40)
+    restored = assert_save_load_equal(model, x, tmp_path)
+    rebuilt = keras.Model.from_config(model.get_config())
+    rebuilt.set_weights(model.get_weights())
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), restored.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_full_model_converts_to_litert_with_parity(output_stride):
+    model = tiny(3, output_stride=output_stride)
+    x = images(1, 64, 64)
+    for dynamic_size in (True, False):
+        ops = assert_litert_matches(model, x, dynamic_size=dynamic_size)
+        assert "RESIZE_BILINEAR" in ops
+
+
+def test_fit_learns_a_colour_to_class_task():
+    """A learnable toy task: the class of each pixel is which channel is brightest."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(16, 32, 32, 3)).astype("float32")
+    x = np.repeat(np.repeat(x[:, ::8, ::8], 8, axis=1), 8, axis=2)  # 8×8 blocks
+    y = np.argmax(x, axis=-1)
+    model = tiny(3, dropout=0.0)
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(x, y, batch_size=8, epochs=8, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_classes": 0}, "num_classes=0 must be an integer ≥ 1"),
+        ({"backbone": "resnet34"}, "backbone='resnet34' is not supported; choose one of"),
+        ({"output_stride": 4}, "output_stride=4 is not supported; choose one of: 8, 16, 32"),
+        ({"aspp_rates": (6, -1)}, "must be one or more positive integers"),
+        ({"aspp_rates": ()}, "must be one or more positive integers"),
+        (
+            {"aspp_rates": (6, 12, 18), "input_shape": (129, 129, 3)},
+            r"aspp_rates \[12, 18\] do not fit the 9-cell feature map",
+        ),
+        ({"input_shape": (64, 64, 1)}, "must be \\(H, W, 3\\)"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DeepLabV3(**{"num_classes": 3, **TINY, **kwargs})
