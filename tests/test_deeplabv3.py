@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.helpers import assert_litert_matches, assert_save_load_equal, images
 from tfdeeplab import DeepLabV3
@@ -48,6 +49,16 @@ def test_save_load_and_config_round_trip(tmp_path):
     rebuilt = keras.Model.from_config(model.get_config())
     rebuilt.set_weights(model.get_weights())
     np.testing.assert_allclose(rebuilt.predict(x, verbose=0), restored.predict(x, verbose=0))
+
+
+def test_saved_model_serves_any_size(tmp_path):
+    """Dynamic H and W survive SavedModel export (OS 8 has dilated depthwise convolutions)."""
+    model = tiny(3, output_stride=8)
+    model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "saved_model"))
+    for size in [(64, 64), (65, 47)]:
+        x = images(1, *size)
+        np.testing.assert_allclose(served.serve(x), model.predict(x, verbose=0), atol=1e-4)
 
 
 @pytest.mark.parametrize("output_stride", [16, 8])
