@@ -1,0 +1,130 @@
+"""Training callbacks that Keras does not provide."""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model as `.keras` when `monitor` improves, atomically.
+
+    Keras' ModelCheckpoint writes straight to the target, so a kill mid-write leaves a corrupt
+    file in place of the last good one; this writes a temporary file and renames it.
+
+    Args:
+        path: the `.keras` file.
+        monitor: the logged value, e.g. "val_mean_iou".
+        mode: "max" or "min".
+        enabled: False on non-chief workers of a multi-worker run.
+    """
+
+    def __init__(self, path, monitor="val_mean_iou", mode="max", enabled=True):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode={mode!r} is unknown; choose one of: max, min")
+        self.path = Path(path)
+        self.monitor = monitor
+        self.mode = mode
+        self.enabled = enabled
+        self.best = -np.inf if mode == "max" else np.inf
+
+    def _improved(self, value):
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            available = ", ".join(sorted(logs or {}))
+            raise ValueError(f"monitor={self.monitor!r} is not logged; logged: {available}")
+        if not self._improved(value):
+            return
+        self.best = float(value)
+        if self.enabled:
+            save_model_atomically(self.model, self.path)
+
+
+def save_model_atomically(model, path):
+    """`model.save(path)` through a temporary `.keras` file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class BackboneFreezer(keras.callbacks.Callback):
+    """Keeps the nested "backbone" frozen for the first `epochs` epochs, then trains it.
+
+    The state is set at the start of every epoch from the epoch number alone, so a run resumed by
+    BackupAndRestore gets the right state. Keras traces the train step with the trainable
+    variables of that moment, so a change rebuilds the train function. The optimizer must have
+    been built with the backbone trainable (see `tfdeeplab.training`) so that its slots exist.
+    """
+
+    def __init__(self, epochs, layer_name="backbone"):
+        super().__init__()
+        self.epochs = int(epochs)
+        self.layer_name = layer_name
+
+    def on_epoch_begin(self, epoch, logs=None):
+        backbone = self.model.get_layer(self.layer_name)
+        trainable = epoch >= self.epochs
+        if backbone.trainable != trainable:
+            backbone.trainable = trainable
+            self.model.make_train_function(force=True)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after `minutes` of wall time (checked after every batch)."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.stopped_at_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.start >= self.seconds:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training and self.stopped_at_epoch is None:
+            self.stopped_at_epoch = epoch
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training images per second over train batches only, leaving out the first batch of the
+    run (tracing) and validation time."""
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = int(batch_size)
+        self.seconds = 0.0
+        self.batches = 0
+        self._first = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._first:
+            self._first = False
+            return
+        self.seconds += time.perf_counter() - self._start
+        self.batches += 1
+
+    @property
+    def images_per_second(self):
+        return self.batches * self.batch_size / self.seconds if self.seconds else None

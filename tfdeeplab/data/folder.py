@@ -1,0 +1,191 @@
+"""Finding and validating image/mask pairs of a segmentation folder.
+
+Layout (the `labels/` name is what many annotation tools export):
+
+    root/images/*.{jpg,jpeg,png,tif,tiff}    root/masks/*.png  (or root/labels/*.png)
+    root/classes.json                         optional: {"names": [...], "colors": [[r,g,b],...]}
+    root/train/{images,masks}, root/val/...   optional fixed splits
+
+Masks are 8-bit grayscale ("L") or palette ("P") PNGs whose values are class indices; the ignore
+label marks pixels that count for nothing. Every pair is checked once, when the dataset is built.
+"""
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+MASK_FOLDERS = ("masks", "labels")
+
+
+class DataError(ValueError):
+    """A dataset problem; the message names the offending file or folder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationFolder:
+    """The validated pairs of one folder (or one split of it).
+
+    Attributes:
+        images, masks: paths of matched pairs, sorted by stem.
+        num_classes: number of classes (from the argument, classes.json or the largest label).
+        class_names: one name per class.
+        colors: (num_classes, 3) uint8 colours for pictures.
+        ignore_label: label value that is ignored by losses and metrics.
+        skipped: (path, reason) of pairs left out with `skip_bad`.
+    """
+
+    images: tuple
+    masks: tuple
+    num_classes: int
+    class_names: tuple
+    colors: np.ndarray
+    ignore_label: int
+    skipped: tuple = ()
+
+    def __len__(self):
+        return len(self.images)
+
+
+def _read_classes(root):
+    path = Path(root) / "classes.json"
+    if not path.exists():
+        return None, None
+    try:
+        spec = json.loads(path.read_text())
+        names = [str(n) for n in spec["names"]]
+        colors = spec.get("colors")
+        if colors is not None:
+            colors = np.asarray(colors, dtype=np.uint8).reshape(len(names), 3)
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(
+            f"{path}: expected {{'names': [...], 'colors': [[r, g, b], ...]}} ({error})"
+        ) from None
+    return names, colors
+
+
+def _mask_folder(root):
+    for name in MASK_FOLDERS:
+        if (root / name).is_dir():
+            return root / name
+    raise DataError(f"{root}: no masks folder; expected one of: {', '.join(MASK_FOLDERS)}")
+
+
+def find_pairs(root):
+    """Image and mask paths matched by stem under `root/images` and `root/masks|labels`.
+
+    Returns:
+        (pairs, problems): pairs [(image, mask)], problems [(path, reason)] for images without a
+        mask.
+    """
+    root = Path(root)
+    if not (root / "images").is_dir():
+        raise DataError(f"{root}: no images/ folder (expected {root / 'images'})")
+    masks = {p.stem: p for p in _mask_folder(root).iterdir() if p.suffix.lower() == ".png"}
+    images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise DataError(
+            f"{root / 'images'}: no images ({', '.join(IMAGE_SUFFIXES)}); the folder is empty"
+        )
+    pairs, problems = [], []
+    for image in images:
+        if image.stem in masks:
+            pairs.append((image, masks[image.stem]))
+        else:
+            problems.append((image, "no mask with the same name in " + str(_mask_folder(root))))
+    return pairs, problems
+
+
+def _check_pair(image_path, mask_path, num_classes, ignore_label):
+    """Returns (largest label, reason or None). Opens both files fully once."""
+    try:
+        with Image.open(image_path) as image:
+            image.load()
+            image_size = image.size
+    except (OSError, UnidentifiedImageError) as error:
+        return -1, f"unreadable or corrupt image ({error})"
+    try:
+        with Image.open(mask_path) as mask:
+            mask.load()
+            if mask.mode not in ("L", "P"):
+                return -1, (
+                    f"mask {mask_path} has mode {mask.mode}; masks must be 8-bit grayscale "
+                    "(L) or palette (P) PNGs of class indices"
+                )
+            labels = np.asarray(mask)
+    except (OSError, UnidentifiedImageError) as error:
+        return -1, f"unreadable or corrupt mask {mask_path} ({error})"
+    if labels.shape[::-1] != image_size:
+        return -1, f"mask {mask_path} is {labels.shape[1]}×{labels.shape[0]}, image is " + (
+            f"{image_size[0]}×{image_size[1]}"
+        )
+    values = np.unique(labels)
+    values = values[values != ignore_label]
+    if num_classes is not None and values.size and values.max() >= num_classes:
+        bad = values[values >= num_classes].tolist()
+        return -1, (
+            f"mask {mask_path} has labels {bad} ≥ num_classes={num_classes} "
+            f"(the ignore label is {ignore_label})"
+        )
+    return int(values.max()) if values.size else -1, None
+
+
+def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
+    """Finds and validates every pair under `root`; see the module docstring for the layout.
+
+    Args:
+        root: the folder (or one split folder) holding images/ and masks/.
+        num_classes: number of classes; default: classes.json, else the largest label + 1.
+        ignore_label: label value that is ignored.
+        skip_bad: leave bad pairs out with one warning listing them, instead of raising.
+
+    Returns:
+        A `SegmentationFolder`.
+
+    Raises:
+        DataError: naming the first bad file (or the folder) unless `skip_bad`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data folder")
+    names, colors = (
+        _read_classes(root) if (root / "classes.json").exists() else _read_classes(root.parent)
+    )
+    if num_classes is None and names is not None:
+        num_classes = len(names)
+    if num_classes is not None and num_classes < 1:
+        raise DataError(f"num_classes={num_classes} must be ≥ 1")
+    pairs, problems = find_pairs(root)
+    good, largest = [], -1
+    for image, mask in pairs:
+        label, reason = _check_pair(image, mask, num_classes, ignore_label)
+        if reason:
+            problems.append((image, reason))
+        else:
+            good.append((image, mask))
+            largest = max(largest, label)
+    if problems and not skip_bad:
+        path, reason = problems[0]
+        more = f" (and {len(problems) - 1} more bad pairs)" if len(problems) > 1 else ""
+        raise DataError(f"{path}: {reason}{more}; pass skip_bad=True / --skip-bad to leave out")
+    if problems:
+        listing = "\n".join(f"  {path}: {reason}" for path, reason in problems)
+        warnings.warn(f"skipped {len(problems)} bad pairs under {root}:\n{listing}", stacklevel=2)
+    if not good:
+        raise DataError(f"{root}: no usable image/mask pairs")
+    num_classes = num_classes if num_classes is not None else largest + 1
+    names = tuple(names) if names else tuple(f"class_{i}" for i in range(num_classes))
+    if len(names) != num_classes:
+        raise DataError(f"classes.json names {len(names)} classes but num_classes={num_classes}")
+    if colors is None:
+        from tfdeeplab.visualize import palette
+
+        colors = palette(num_classes)
+    images, masks = zip(*good, strict=True)
+    return SegmentationFolder(
+        images, masks, num_classes, names, colors, ignore_label, tuple(problems)
+    )

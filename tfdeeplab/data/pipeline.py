@@ -1,0 +1,234 @@
+"""tf.data pipelines of (float32 image in [0, 255], int32 mask) pairs from a segmentation folder.
+
+Training augmentation follows the DeepLab papers: random scale in [0.5, 2.0], padding (image with
+the ImageNet mean, mask with the ignore label) up to the crop, random crop, horizontal flip and
+mild photometric jitter. Masks are always resized with nearest neighbour. Evaluation resizes the
+longer side to the crop size and pads, deterministically.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from tfdeeplab.data.folder import SegmentationFolder, scan_folder
+
+IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
+SPLITS = ("train", "val")
+
+
+def _read_with_pil(path, mode):
+    with Image.open(path.decode() if isinstance(path, bytes) else path) as picture:
+        if mode == "RGB" and picture.mode != "RGB":
+            picture = picture.convert("RGB")
+        return np.asarray(picture, dtype=np.uint8)
+
+
+def decode_image(path):
+    """RGB uint8 (H, W, 3). TF decodes JPEG/PNG (gray and RGBA become RGB); PIL decodes TIFF."""
+    is_tiff = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.tiff?")
+
+    def with_pil():
+        return tf.numpy_function(lambda p: _read_with_pil(p, "RGB"), [path], tf.uint8)
+
+    def with_tf():
+        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+    image = tf.cond(is_tiff, with_pil, with_tf)
+    return tf.ensure_shape(image, (None, None, 3))
+
+
+def decode_mask(path):
+    """Class indices (H, W) int32. PIL keeps palette indices; tf.io.decode_png turns them into
+    colours."""
+    mask = tf.numpy_function(lambda p: _read_with_pil(p, None), [path], tf.uint8)
+    return tf.cast(tf.ensure_shape(mask, (None, None)), tf.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation settings (DeepLabV3, section 4)."""
+
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    flip: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+
+
+def _pad_to(image, mask, height, width, ignore_label):
+    """Pads at the bottom/right to at least (height, width): image with the mean, mask ignored."""
+    pad_h = tf.maximum(height - tf.shape(image)[0], 0)
+    pad_w = tf.maximum(width - tf.shape(image)[1], 0)
+    paddings = [[0, pad_h], [0, pad_w]]
+    mean = tf.constant(IMAGENET_MEAN_RGB, tf.float32)
+    image = tf.pad(image - mean, paddings + [[0, 0]]) + mean
+    mask = tf.pad(mask, paddings, constant_values=ignore_label)
+    return image, mask
+
+
+def _resize_pair(image, mask, size):
+    image = tf.image.resize(image, size, method="bilinear")
+    mask = tf.image.resize(mask[..., None], size, method="nearest")[..., 0]
+    return image, mask
+
+
+def augment_pair(image, mask, crop_size, ignore_label, settings=Augmentation()):
+    """One random training view: scale, pad, crop, flip, jitter. Shapes (h, w, 3) and (h, w)."""
+    height, width = crop_size
+    scale = tf.random.uniform([], settings.min_scale, settings.max_scale)
+    size = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
+    image, mask = _resize_pair(tf.cast(image, tf.float32), mask, tf.maximum(size, 1))
+    image, mask = _pad_to(image, mask, height, width, ignore_label)
+    stacked = tf.concat([image, tf.cast(mask[..., None], tf.float32)], axis=-1)
+    stacked = tf.image.random_crop(stacked, (height, width, 4))
+    if settings.flip:
+        stacked = tf.image.random_flip_left_right(stacked)
+    image, mask = stacked[..., :3], tf.cast(stacked[..., 3], tf.int32)
+    image = image / 255.0
+    image = tf.image.random_brightness(image, settings.brightness)
+    image = tf.image.random_contrast(image, 1 - settings.contrast, 1 + settings.contrast)
+    image = tf.image.random_saturation(image, 1 - settings.saturation, 1 + settings.saturation)
+    return tf.clip_by_value(image, 0.0, 1.0) * 255.0, mask
+
+
+def resize_pair_for_eval(image, mask, size, ignore_label):
+    """Deterministic view: the longer side becomes the crop size, then pad to (height, width)."""
+    height, width = size
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    ratio = tf.minimum(height / shape[0], width / shape[1])
+    new_size = tf.maximum(tf.cast(tf.round(shape * ratio), tf.int32), 1)
+    image, mask = _resize_pair(tf.cast(image, tf.float32), mask, new_size)
+    image, mask = _pad_to(image, mask, height, width, ignore_label)
+    return image[:height, :width], mask[:height, :width]
+
+
+def _split(folder, split, val_fraction, seed):
+    """A subset of `folder` for a fraction split: a fixed permutation of the sorted pairs."""
+    order = np.random.default_rng(seed).permutation(len(folder))
+    count = max(1, round(len(folder) * val_fraction))
+    if count >= len(folder):
+        raise ValueError(
+            f"val_fraction={val_fraction} leaves no training images out of {len(folder)}"
+        )
+    chosen = sorted(order[:count] if split == "val" else order[count:])
+    return dataclasses.replace(
+        folder,
+        images=tuple(folder.images[i] for i in chosen),
+        masks=tuple(folder.masks[i] for i in chosen),
+    )
+
+
+def scan_split(root, split=None, val_fraction=0.1, seed=0, **scan_kwargs):
+    """Scans `root/<split>` when that folder exists, else a seeded fraction of `root`.
+
+    Args:
+        root: the data folder.
+        split: None (all pairs), "train" or "val".
+        val_fraction: the share of pairs in "val" when there are no split folders.
+        seed: the seed of that fixed split.
+        scan_kwargs: passed to `scan_folder` (num_classes, ignore_label, skip_bad).
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split={split!r} is unknown; choose one of: {', '.join(SPLITS)}")
+    root = Path(root)
+    if split is not None and (root / split).is_dir():
+        return scan_folder(root / split, **scan_kwargs)
+    if (
+        split is None
+        and all((root / s).is_dir() for s in SPLITS)
+        and not (root / "images").is_dir()
+    ):
+        raise ValueError(f"{root} holds train/ and val/ folders; pass split='train' or 'val'")
+    folder = scan_folder(root, **scan_kwargs)
+    return folder if split is None else _split(folder, split, val_fraction, seed)
+
+
+def make_dataset(
+    folder: SegmentationFolder,
+    image_size=(513, 513),
+    batch_size=8,
+    augment=True,
+    shuffle=True,
+    cache=False,
+    seed=None,
+    repeat=False,
+    drop_remainder=None,
+):
+    """The tf.data pipeline over a validated folder; see `load_segmentation_folder`."""
+    size = tuple(int(s) for s in image_size)
+    ignore = folder.ignore_label
+    paths = tf.data.Dataset.from_tensor_slices(
+        ([str(p) for p in folder.images], [str(p) for p in folder.masks])
+    )
+    if shuffle:
+        paths = paths.shuffle(len(folder), seed=seed, reshuffle_each_iteration=True)
+    pairs = paths.map(
+        lambda i, m: (decode_image(i), decode_mask(m)), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if cache:
+        pairs = pairs.cache(cache if isinstance(cache, str) else "")
+    if repeat:
+        pairs = pairs.repeat()
+    if augment:
+        views = pairs.map(
+            lambda i, m: augment_pair(i, m, size, ignore), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    else:
+        views = pairs.map(
+            lambda i, m: resize_pair_for_eval(i, m, size, ignore),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    views = views.map(
+        lambda i, m: (tf.ensure_shape(i, (*size, 3)), tf.ensure_shape(m, size)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    drop = augment if drop_remainder is None else drop_remainder
+    return views.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+
+
+def load_segmentation_folder(
+    root,
+    image_size=(513, 513),
+    batch_size=8,
+    augment=True,
+    shuffle=True,
+    num_classes=None,
+    ignore_label=255,
+    split=None,
+    val_fraction=0.1,
+    seed=0,
+    cache=False,
+    skip_bad=False,
+):
+    """A `tf.data.Dataset` of (float32 images (B, H, W, 3) in [0, 255], int32 masks (B, H, W)).
+
+    Every pair is validated once here (see `tfdeeplab.data.folder`); bad data raises a
+    `DataError` naming the file, or with `skip_bad` is left out with a warning listing it.
+
+    Args:
+        root: the data folder (images/ and masks/ or labels/, optional train/ and val/).
+        image_size: (H, W) of the crops (training) or padded views (evaluation).
+        batch_size: batch size; training batches drop the remainder.
+        augment: DeepLab training augmentation; False gives the deterministic evaluation view.
+        shuffle: shuffle the files every epoch.
+        num_classes: number of classes; default from classes.json or the largest label + 1.
+        ignore_label: mask value ignored by losses and metrics (and used for padding).
+        split: None, "train" or "val" (split folders, else a seeded `val_fraction`).
+        val_fraction, seed: the fixed fraction split.
+        cache: cache decoded files in memory (True) or in a file path.
+        skip_bad: warn about and leave out bad pairs instead of raising.
+    """
+    folder = scan_split(
+        root,
+        split,
+        val_fraction,
+        seed,
+        num_classes=num_classes,
+        ignore_label=ignore_label,
+        skip_bad=skip_bad,
+    )
+    return make_dataset(folder, image_size, batch_size, augment, shuffle, cache, seed)

@@ -1,0 +1,72 @@
+"""Inference helpers: multi-scale and flipped prediction, and dataset evaluation.
+
+Shapes: B batch, H height, W width, C classes.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfdeeplab.metrics import boundary_counts, confusion_matrix, segmentation_report
+
+
+def predict_probabilities(model, images, scales=(1.0,), flip=False):
+    """Class probabilities (B, H, W, C) averaged over input scales and horizontal flips.
+
+    DeepLabV3 (section 4.1) evaluates at scales {0.5, 0.75, 1, 1.25, 1.5, 1.75} with flips;
+    every view's logits are resized back to (H, W) before the softmax is averaged.
+
+    Args:
+        model: a segmentation model returning logits at its input resolution.
+        images: (B, H, W, 3) float RGB in [0, 255].
+        scales: input scale factors.
+        flip: also average the prediction of the mirrored image.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    size = tf.shape(images)[1:3]
+    total = None
+    for scale in scales:
+        scaled_size = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
+        scaled = images if scale == 1 else tf.image.resize(images, scaled_size, "bilinear")
+        views = [(scaled, False)] + ([(tf.reverse(scaled, [2]), True)] if flip else [])
+        for view, mirrored in views:
+            logits = tf.cast(model(view, training=False), tf.float32)
+            if mirrored:
+                logits = tf.reverse(logits, [2])
+            probabilities = tf.nn.softmax(tf.image.resize(logits, size, "bilinear"), axis=-1)
+            total = probabilities if total is None else total + probabilities
+    return (total / (len(scales) * (2 if flip else 1))).numpy()
+
+
+def evaluate(
+    model,
+    dataset,
+    num_classes,
+    class_names,
+    ignore_label=255,
+    scales=(1.0,),
+    flip=False,
+    tolerance=2,
+    progress=None,
+):
+    """Evaluates `model` on a dataset of (images, masks) batches.
+
+    Returns:
+        The report of `tfdeeplab.metrics.segmentation_report`, plus "images", "scales", "flip",
+        "boundary_tolerance_px".
+    """
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    boundaries = np.zeros((num_classes, 4), np.int64)
+    count = 0
+    for images, masks in dataset:
+        predictions = predict_probabilities(model, images, scales, flip).argmax(-1)
+        masks = masks.numpy()
+        confusion += confusion_matrix(masks, predictions, num_classes, ignore_label)
+        boundaries += boundary_counts(masks, predictions, num_classes, ignore_label, tolerance)
+        count += len(masks)
+        if progress is not None:
+            progress.update(len(masks))
+    report = segmentation_report(confusion, boundaries, class_names)
+    report.update(
+        images=count, scales=list(scales), flip=bool(flip), boundary_tolerance_px=tolerance
+    )
+    return report

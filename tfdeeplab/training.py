@@ -1,0 +1,316 @@
+"""Training DeepLabV3 with `model.fit` on folder datasets: the engine behind `tfdeeplab train`.
+
+A run folder holds `config.json`, `best.keras` (best validation mIoU, written atomically),
+`final.keras`, `history.csv`, `tensorboard/`, `backup/` (BackupAndRestore: a killed run resumes
+from its last finished epoch when started again with the same folder), `training_curve.png` and
+`summary.json` (written last; a run folder with it is finished and is not overwritten).
+"""
+
+import contextlib
+import dataclasses
+import enum
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfdeeplab.callbacks import (
+    BackboneFreezer,
+    BestModelCheckpoint,
+    Throughput,
+    TimeBudget,
+    save_model_atomically,
+)
+from tfdeeplab.data import make_dataset, scan_split
+from tfdeeplab.deeplabv3 import DeepLabV3
+from tfdeeplab.io import atomic_write_bytes
+from tfdeeplab.losses import SegmentationLoss, class_weights_from_frequencies
+from tfdeeplab.metrics import PixelAccuracy, mean_iou
+from tfdeeplab.plots import line_chart
+from tfdeeplab.schedules import PolyDecayWithWarmup
+
+
+class OptimizerName(str, enum.Enum):
+    SGD = "sgd"
+    ADAMW = "adamw"
+
+
+class Distribution(str, enum.Enum):
+    NONE = "none"
+    MIRRORED = "mirrored"
+    MULTIWORKER = "multiworker"
+    TPU = "tpu"
+
+
+class RunExistsError(FileExistsError):
+    """The output folder holds a finished run."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one training run (the `tfdeeplab train` options)."""
+
+    data: str
+    out: str
+    backbone: str = "mobilenetv2"
+    output_stride: int = 16
+    alpha: float = 1.0
+    backbone_weights: str | None = None
+    aspp_filters: int = 256
+    num_classes: int | None = None
+    ignore_label: int = 255
+    image_size: int = 513
+    batch_size: int = 8
+    epochs: int = 30
+    steps_per_epoch: int | None = None
+    lr: float | None = None
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+    freeze_backbone_epochs: int = 0
+    class_weights: bool = False
+    focal_gamma: float = 0.0
+    dice_weight: float = 0.0
+    mixed_precision: bool = False
+    distribute: str = "none"
+    val_fraction: float = 0.1
+    seed: int = 0
+    cache: bool = False
+    skip_bad: bool = False
+    time_budget_minutes: float | None = None
+    overwrite: bool = False
+    verbose: int | str = "auto"
+
+    def __post_init__(self):
+        self.optimizer = OptimizerName(self.optimizer).value
+        self.distribute = Distribution(self.distribute).value
+        if self.lr is None:
+            self.lr = 0.01 if self.optimizer == OptimizerName.SGD.value else 1e-3
+        for name in ("image_size", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
+
+
+def make_strategy(distribute):
+    """The tf.distribute strategy for `Distribution` `distribute` (TF_CONFIG for multiworker)."""
+    kind = Distribution(distribute)
+    if kind is Distribution.MIRRORED:
+        return tf.distribute.MirroredStrategy()
+    if kind is Distribution.MULTIWORKER:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind is Distribution.TPU:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    return tf.distribute.get_strategy()
+
+
+def worker_index():
+    """(task type, index) from TF_CONFIG; ("chief"-like "worker", 0) without one."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = config.get("task", {})
+    return task.get("type", "worker"), int(task.get("index", 0))
+
+
+def is_chief():
+    kind, index = worker_index()
+    return kind == "chief" or (kind == "worker" and index == 0)
+
+
+@contextlib.contextmanager
+def dtype_policy(mixed_precision):
+    """mixed_bfloat16 on CPU (and TPU), mixed_float16 on GPU, for the duration of the block."""
+    previous = keras.config.dtype_policy()
+    if mixed_precision:
+        gpus = tf.config.list_physical_devices("GPU")
+        keras.config.set_dtype_policy("mixed_float16" if gpus else "mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _pixel_counts(folder):
+    counts = np.zeros(folder.num_classes, np.int64)
+    from PIL import Image
+
+    for path in folder.masks:
+        with Image.open(path) as mask:
+            labels = np.asarray(mask).ravel()
+        labels = labels[labels != folder.ignore_label]
+        counts += np.bincount(labels, minlength=folder.num_classes)[: folder.num_classes]
+    return counts
+
+
+def _optimizer(config, schedule):
+    if config.optimizer == OptimizerName.SGD.value:
+        return keras.optimizers.SGD(
+            schedule, momentum=config.momentum, weight_decay=config.weight_decay or None
+        )
+    return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+
+
+def _prepare_out(config):
+    out = Path(config.out)
+    summary = out / "summary.json"
+    if summary.exists():
+        if not config.overwrite:
+            raise RunExistsError(
+                f"{out} holds a finished run ({summary}); choose another --out or pass --overwrite"
+            )
+        for name in ("backup", "tensorboard"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("summary.json", "history.csv", "best.keras", "final.keras"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if not is_chief():  # other workers write beside the chief, never over its files
+        kind, index = worker_index()
+        out = out / f"{kind}_{index}"
+        out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train(config: TrainConfig):
+    """Trains one model; see the module docstring for what the run folder holds.
+
+    Returns:
+        The summary dict (also `summary.json`): best and final validation metrics, images/s,
+        epochs run, wall time, paths.
+    """
+    out = _prepare_out(config)
+    resumed = (out / "backup").exists()
+    atomic_write_bytes(
+        out / "config.json", json.dumps(dataclasses.asdict(config), indent=2).encode()
+    )
+    keras.utils.set_random_seed(config.seed)
+
+    scan = {"num_classes": config.num_classes, "ignore_label": config.ignore_label}
+    scan["skip_bad"] = config.skip_bad
+    train_folder = scan_split(config.data, "train", config.val_fraction, config.seed, **scan)
+    scan["num_classes"] = train_folder.num_classes
+    val_folder = scan_split(config.data, "val", config.val_fraction, config.seed, **scan)
+    size = (config.image_size, config.image_size)
+    steps = config.steps_per_epoch or max(1, len(train_folder) // config.batch_size)
+    train_data = make_dataset(
+        train_folder,
+        size,
+        config.batch_size,
+        augment=True,
+        cache=config.cache,
+        seed=config.seed,
+        repeat=True,
+    )
+    val_data = make_dataset(
+        val_folder, size, config.batch_size, augment=False, shuffle=False, cache=config.cache
+    )
+    num_classes = train_folder.num_classes
+    weights = (
+        class_weights_from_frequencies(_pixel_counts(train_folder))
+        if config.class_weights
+        else None
+    )
+
+    strategy = make_strategy(config.distribute)
+    with dtype_policy(config.mixed_precision), strategy.scope():
+        model = DeepLabV3(
+            num_classes,
+            backbone=config.backbone,
+            output_stride=config.output_stride,
+            alpha=config.alpha,
+            aspp_filters=config.aspp_filters,
+            backbone_weights=config.backbone_weights,
+        )
+        schedule = PolyDecayWithWarmup(
+            config.lr,
+            decay_steps=max(steps * config.epochs, int(steps * config.warmup_epochs) + 1),
+            warmup_steps=int(steps * config.warmup_epochs),
+        )
+        optimizer = _optimizer(config, schedule)
+        # Slots for every variable, so that unfreezing the backbone later needs no rebuild.
+        optimizer.build(model.trainable_variables)
+        model.compile(
+            optimizer=optimizer,
+            loss=SegmentationLoss(
+                num_classes, config.ignore_label, weights, config.focal_gamma, config.dice_weight
+            ),
+            metrics=[
+                mean_iou(num_classes, config.ignore_label),
+                PixelAccuracy(num_classes, config.ignore_label),
+            ],
+        )
+
+    budget = TimeBudget(config.time_budget_minutes) if config.time_budget_minutes else None
+    throughput = Throughput(config.batch_size)
+    callbacks = [
+        throughput,
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        BestModelCheckpoint(out / "best.keras", "val_mean_iou", "max", enabled=is_chief()),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
+    ]
+    if config.freeze_backbone_epochs:
+        callbacks.append(BackboneFreezer(config.freeze_backbone_epochs))
+    if budget:
+        callbacks.append(budget)
+
+    start = time.monotonic()
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+    seconds = time.monotonic() - start
+    save_model_atomically(model, out / "final.keras")
+    logs = history.history
+    epochs_run = len(logs.get("loss", []))
+    summary = {
+        "resumed": resumed,
+        "epochs_run_this_time": epochs_run,
+        "steps_per_epoch": steps,
+        "train_images": len(train_folder),
+        "val_images": len(val_folder),
+        "num_classes": num_classes,
+        "class_names": list(train_folder.class_names),
+        "wall_seconds": seconds,
+        "train_images_per_second": throughput.images_per_second,
+        "best_val_mean_iou": max(logs["val_mean_iou"]) if logs.get("val_mean_iou") else None,
+        "final_val_mean_iou": logs["val_mean_iou"][-1] if logs.get("val_mean_iou") else None,
+        "stopped_by_time_budget": bool(budget and budget.stopped_at_epoch is not None),
+        "best_model": str(out / "best.keras"),
+        "final_model": str(out / "final.keras"),
+    }
+    _write_curve(out)
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
+    return summary
+
+
+def _write_curve(out):
+    """training_curve.png from history.csv (all epochs, also those of earlier attempts)."""
+    path = out / "history.csv"
+    if not path.exists():
+        return None
+    rows = [line.split(",") for line in path.read_text().strip().splitlines()]
+    header, values = rows[0], np.array(rows[1:], dtype=np.float64)
+    if not len(values):
+        return None
+    column = {name: values[:, i] for i, name in enumerate(header)}
+    epochs = column["epoch"] + 1
+    panels = {
+        panel: {name: (epochs, column[name]) for name in names if name in column}
+        for panel, names in (
+            ("loss", ("loss", "val_loss")),
+            ("mean IoU", ("mean_iou", "val_mean_iou")),
+        )
+    }
+    return line_chart(out / "training_curve.png", panels, "epoch", "Training curve")
