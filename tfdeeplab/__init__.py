@@ -13,6 +13,9 @@ if keras.backend.backend() != "tensorflow":
         "Unset it or set KERAS_BACKEND=tensorflow."
     )
 
+# Importing these registers every serializable class, so `keras.saving.load_model` restores
+# trained models (their loss, metrics and learning-rate schedule included) after `import tfdeeplab`.
+from tfdeeplab import layers, losses, metrics, schedules  # noqa: F401
 from tfdeeplab.backbones import BACKBONES, get_backbone
 from tfdeeplab.deeplabv3 import DeepLabV3
 

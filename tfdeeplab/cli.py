@@ -1,11 +1,19 @@
-"""The `tfdeeplab` command line."""
+"""The `tfdeeplab` command line: demo, train, evaluate, predict, show.
+
+User mistakes (bad arguments, bad data, an existing finished run) print one line and exit 2.
+"""
 
 import argparse
+import dataclasses
+import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EPILOG = "Run `tfdeeplab COMMAND --help` for the options of one command."
 
@@ -73,6 +81,184 @@ def demo(args):
     return 0
 
 
+def _load_model(path):
+    import keras
+
+    import tfdeeplab  # noqa: F401  (registers the layers)
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--model {path}: no such file")
+    return keras.saving.load_model(path)
+
+
+def _scales(text):
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
+    if not scales or any(s <= 0 for s in scales):
+        raise argparse.ArgumentTypeError(f"scales {text!r} must be positive")
+    return scales
+
+
+def train_command(args):
+    from tfdeeplab.training import TrainConfig, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    summary = train(config)
+    print(json.dumps(summary, indent=2))
+    print(f"Run folder: {Path(config.out).resolve()}")
+    return 0
+
+
+def _eval_dataset(args, num_classes=None):
+    from tfdeeplab.data import make_dataset, scan_split
+
+    folder = scan_split(
+        args.data,
+        args.split,
+        args.val_fraction,
+        args.seed,
+        num_classes=num_classes,
+        ignore_label=args.ignore_label,
+        skip_bad=args.skip_bad,
+    )
+    size = (args.image_size, args.image_size)
+    dataset = make_dataset(folder, size, args.batch_size, augment=False, shuffle=False)
+    return folder, dataset
+
+
+def evaluate_command(args):
+    import keras
+
+    from tfdeeplab.inference import evaluate
+    from tfdeeplab.io import atomic_write_bytes
+    from tfdeeplab.metrics import format_report
+
+    model = _load_model(args.model)
+    num_classes = model.output_shape[-1]
+    folder, dataset = _eval_dataset(args, num_classes)
+    progress = keras.utils.Progbar(len(folder), unit_name="image")
+    report = evaluate(
+        model,
+        dataset,
+        num_classes,
+        folder.class_names,
+        folder.ignore_label,
+        args.scales,
+        args.flip,
+        args.boundary_tolerance,
+        progress,
+    )
+    print()
+    report["model"] = str(args.model)
+    report["data"] = str(args.data)
+    print(format_report(report))
+    path = Path(args.json or Path(args.model).with_suffix(".evaluation.json"))
+    atomic_write_bytes(path, json.dumps(report, indent=2).encode())
+    print(f"Wrote {path}")
+    return 0
+
+
+def _read_rgb(path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            return np.asarray(picture.convert("RGB"), dtype=np.float32)
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"{path}: unreadable image ({error})") from None
+
+
+def _class_colours(args, num_classes):
+    from tfdeeplab.visualize import palette
+
+    if getattr(args, "data", None):
+        from tfdeeplab.data.folder import _read_classes
+
+        _, colours = _read_classes(Path(args.data))
+        if colours is not None and len(colours) == num_classes:
+            return colours
+    return palette(num_classes)
+
+
+def predict_command(args):
+    import keras
+
+    from tfdeeplab.data.folder import IMAGE_SUFFIXES
+    from tfdeeplab.inference import predict_probabilities
+    from tfdeeplab.io import atomic_write_bytes
+    from tfdeeplab.visualize import png_bytes
+
+    model = _load_model(args.model)
+    source = Path(args.input)
+    if source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif source.is_file():
+        paths = [source]
+    else:
+        raise FileNotFoundError(f"--input {source}: no such file or folder")
+    if not paths:
+        raise ValueError(f"--input {source}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    colours = _class_colours(args, model.output_shape[-1])
+    out = Path(args.out)
+    progress = keras.utils.Progbar(len(paths), unit_name="image")
+    for path in paths:
+        image = _read_rgb(path)
+        mask = predict_probabilities(model, image[None], args.scales, args.flip)[0].argmax(-1)
+        overlay = (0.5 * image + 0.5 * colours[mask]).astype(np.uint8)
+        atomic_write_bytes(out / f"{path.stem}_mask.png", png_bytes(mask, colours))
+        atomic_write_bytes(out / f"{path.stem}_overlay.png", png_bytes(overlay))
+        progress.add(1)
+    print(f"Wrote {2 * len(paths)} PNGs (palette masks and overlays) to {out}")
+    return 0
+
+
+def show_command(args):
+    from tfdeeplab.inference import predict_probabilities
+    from tfdeeplab.visualize import save_grid
+
+    model = _load_model(args.model)
+    num_classes = model.output_shape[-1]
+    folder, dataset = _eval_dataset(args, num_classes)
+    colours = np.asarray(folder.colors, np.uint8)
+    rows = []
+    for images, masks in dataset:
+        predictions = predict_probabilities(model, images, args.scales, args.flip).argmax(-1)
+        for image, mask, prediction in zip(images.numpy(), masks.numpy(), predictions, strict=True):
+            truth = colours[np.where(mask == folder.ignore_label, 0, mask)]
+            truth[mask == folder.ignore_label] = 255
+            rows.append([image, truth, colours[prediction]])
+            if len(rows) == args.count:
+                break
+        if len(rows) == args.count:
+            break
+    path = save_grid(args.out, rows, ("image", "ground truth", "prediction"))
+    print(f"Wrote {path} ({len(rows)} rows: image / ground truth / prediction)")
+    return 0
+
+
+def _data_options(parser, image_size=513):
+    parser.add_argument("--data", required=True, help="folder with images/ and masks/")
+    parser.add_argument("--split", default="val", choices=("train", "val", "all"))
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, default=image_size)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--ignore-label", type=int, default=255)
+    parser.add_argument("--skip-bad", action="store_true", help="warn about bad pairs, skip them")
+
+
+def _inference_options(parser):
+    parser.add_argument("--model", required=True, help="a .keras model")
+    parser.add_argument("--scales", type=_scales, default=(1.0,), help="e.g. 0.75,1,1.25")
+    parser.add_argument("--flip", action="store_true", help="also average mirrored inputs")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="tfdeeplab", description="DeepLabV3 semantic segmentation.", epilog=EPILOG
@@ -89,16 +275,86 @@ def build_parser():
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="runs/demo", help="output folder")
     run.set_defaults(handler=demo)
+
+    train = commands.add_parser("train", help="train with model.fit on a folder dataset")
+    train.add_argument("--data", required=True, help="folder with images/ and masks/")
+    train.add_argument("--out", required=True, help="run folder (resumes if interrupted)")
+    train.add_argument("--backbone", default="mobilenetv2")
+    train.add_argument("--output-stride", type=int, default=16, choices=(8, 16, 32))
+    train.add_argument("--alpha", type=float, default=1.0)
+    train.add_argument("--backbone-weights", default=None, help="imagenet or a weights file")
+    train.add_argument("--aspp-filters", type=int, default=256)
+    train.add_argument("--num-classes", type=int, default=None)
+    train.add_argument("--ignore-label", type=int, default=255)
+    train.add_argument("--image-size", type=int, default=513)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--steps-per-epoch", type=int, default=None)
+    train.add_argument("--lr", type=float, default=None, help="default 0.01 (sgd), 1e-3 (adamw)")
+    train.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--warmup-epochs", type=float, default=0.0)
+    train.add_argument("--freeze-backbone-epochs", type=int, default=0)
+    train.add_argument("--class-weights", action="store_true", help="median-frequency weights")
+    train.add_argument("--focal-gamma", type=float, default=0.0)
+    train.add_argument("--dice-weight", type=float, default=0.0)
+    train.add_argument("--mixed-precision", action="store_true")
+    train.add_argument(
+        "--distribute", default="none", choices=("none", "mirrored", "multiworker", "tpu")
+    )
+    train.add_argument(
+        "--no-sync-batchnorm",
+        dest="sync_batchnorm",
+        action="store_false",
+        help="per-replica batch statistics when distributing (default: synchronized)",
+    )
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--cache", action="store_true", help="cache decoded files in memory")
+    train.add_argument("--skip-bad", action="store_true", help="warn about bad pairs, skip them")
+    train.add_argument("--time-budget-minutes", type=float, default=None)
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run")
+    train.set_defaults(handler=train_command)
+
+    evaluate = commands.add_parser("evaluate", help="per-class IoU table, mIoU, boundary F1")
+    _inference_options(evaluate)
+    _data_options(evaluate)
+    evaluate.add_argument("--boundary-tolerance", type=int, default=2, help="pixels")
+    evaluate.add_argument("--json", default=None, help="default: <model>.evaluation.json")
+    evaluate.set_defaults(handler=evaluate_command)
+
+    predict = commands.add_parser("predict", help="palette mask and overlay PNGs")
+    _inference_options(predict)
+    predict.add_argument("--input", required=True, help="an image or a folder of images")
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--data", default=None, help="dataset folder for classes.json colours")
+    predict.set_defaults(handler=predict_command)
+
+    show = commands.add_parser("show", help="grid of image / ground truth / prediction rows")
+    _inference_options(show)
+    _data_options(show)
+    show.add_argument("--count", type=int, default=6, help="rows")
+    show.add_argument("--out", required=True, help="output PNG")
+    show.set_defaults(handler=show_command)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if getattr(args, "split", None) == "all":
+        args.split = None
+    from tfdeeplab.training import RunExistsError
+
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"tfdeeplab {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RunExistsError) as error:
+        message = str(error).splitlines()[0]
+        print(f"tfdeeplab {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tfdeeplab {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

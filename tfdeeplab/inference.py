@@ -64,7 +64,7 @@ def evaluate(
         boundaries += boundary_counts(masks, predictions, num_classes, ignore_label, tolerance)
         count += len(masks)
         if progress is not None:
-            progress.update(len(masks))
+            progress.add(len(masks))
     report = segmentation_report(confusion, boundaries, class_names)
     report.update(
         images=count, scales=list(scales), flip=bool(flip), boundary_tolerance_px=tolerance

@@ -79,6 +79,7 @@ class TrainConfig:
     dice_weight: float = 0.0
     mixed_precision: bool = False
     distribute: str = "none"
+    sync_batchnorm: bool = True
     val_fraction: float = 0.1
     seed: int = 0
     cache: bool = False
@@ -149,6 +150,43 @@ def _pixel_counts(folder):
     return counts
 
 
+def _patch_for_multiworker(model):
+    """Works around keras-team/keras#20585 (open): Keras 3.15's `fit` fails twice under
+    MultiWorkerMirroredStrategy, on the model instance only:
+
+    - `_maybe_symbolic_build` passes the whole (x, y) batch of per-replica values to
+      `strategy.reduce`; building needs only shapes, so it builds from one local replica's batch.
+    - the step logs are reduced with `strategy.reduce("MEAN", value, axis=0)`, which rejects the
+      scalar losses and metrics; the steps return them with shape (1,), whose mean over axis 0
+      across workers is the right scalar.
+    """
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(
+                    lambda value: (
+                        model.distribute_strategy.experimental_local_results(value)[0]
+                        if isinstance(value, tf.distribute.DistributedValues)
+                        else value
+                    ),
+                    next(batches),
+                )
+                break
+        with model.distribute_strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def with_vector_logs(step):
+        def wrapped(data):
+            return keras.tree.map_structure(lambda v: tf.reshape(v, [1]), step(data))
+
+        return wrapped
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+    model.train_step = with_vector_logs(model.train_step)
+    model.test_step = with_vector_logs(model.test_step)
+
+
 def _optimizer(config, schedule):
     if config.optimizer == OptimizerName.SGD.value:
         return keras.optimizers.SGD(
@@ -177,13 +215,19 @@ def _prepare_out(config):
     return out
 
 
-def train(config: TrainConfig):
+def train(config: TrainConfig, callbacks=()):
     """Trains one model; see the module docstring for what the run folder holds.
+
+    Args:
+        config: the run's settings.
+        callbacks: extra Keras callbacks, run after tfdeeplab's own.
 
     Returns:
         The summary dict (also `summary.json`): best and final validation metrics, images/s,
         epochs run, wall time, paths.
     """
+    # Multi-worker collectives must be configured before TensorFlow runs any op.
+    strategy = make_strategy(config.distribute)
     out = _prepare_out(config)
     resumed = (out / "backup").exists()
     atomic_write_bytes(
@@ -207,8 +251,16 @@ def train(config: TrainConfig):
         seed=config.seed,
         repeat=True,
     )
+    # With several replicas a last partial batch can leave one replica an empty batch, which
+    # TF's CPU convolution mishandles; validation then drops the remainder.
     val_data = make_dataset(
-        val_folder, size, config.batch_size, augment=False, shuffle=False, cache=config.cache
+        val_folder,
+        size,
+        config.batch_size,
+        augment=False,
+        shuffle=False,
+        cache=config.cache,
+        drop_remainder=strategy.num_replicas_in_sync > 1,
     )
     num_classes = train_folder.num_classes
     weights = (
@@ -217,7 +269,6 @@ def train(config: TrainConfig):
         else None
     )
 
-    strategy = make_strategy(config.distribute)
     with dtype_policy(config.mixed_precision), strategy.scope():
         model = DeepLabV3(
             num_classes,
@@ -246,9 +297,17 @@ def train(config: TrainConfig):
             ],
         )
 
+    if config.sync_batchnorm and strategy.num_replicas_in_sync > 1:
+        # Batch statistics over the global batch (as DeepLab trains across GPUs), which also
+        # keeps the moving statistics identical on every replica.
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    if config.distribute == Distribution.MULTIWORKER.value:
+        _patch_for_multiworker(model)
     budget = TimeBudget(config.time_budget_minutes) if config.time_budget_minutes else None
     throughput = Throughput(config.batch_size)
-    callbacks = [
+    own = [
         throughput,
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.TerminateOnNaN(),
@@ -257,9 +316,9 @@ def train(config: TrainConfig):
         keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
     ]
     if config.freeze_backbone_epochs:
-        callbacks.append(BackboneFreezer(config.freeze_backbone_epochs))
+        own.append(BackboneFreezer(config.freeze_backbone_epochs))
     if budget:
-        callbacks.append(budget)
+        own.append(budget)
 
     start = time.monotonic()
     history = model.fit(
@@ -267,7 +326,8 @@ def train(config: TrainConfig):
         validation_data=val_data,
         epochs=config.epochs,
         steps_per_epoch=steps,
-        callbacks=callbacks,
+        callbacks=own + list(callbacks),
+        shuffle=False,  # the dataset reshuffles its files every epoch
         verbose=config.verbose,
     )
     seconds = time.monotonic() - start

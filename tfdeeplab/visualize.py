@@ -26,9 +26,42 @@ def colourize(mask, num_classes):
     return palette(num_classes)[np.asarray(mask, dtype=np.int64)]
 
 
+def png_bytes(array, colours=None):
+    """PNG bytes of an RGB array (H, W, 3), or of class indices (H, W) as a palette PNG when
+    `colours` (num_classes, 3) is given."""
+    array = np.asarray(array)
+    if colours is None:
+        picture = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+    else:
+        picture = Image.fromarray(array.astype(np.uint8), "P")
+        picture.putpalette(np.asarray(colours, np.uint8).ravel().tolist())
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_panels(path, panels):
     """Writes RGB panels (each (H, W, 3), values in [0, 255]) side by side as one PNG."""
     row = np.concatenate([np.clip(p, 0, 255).astype(np.uint8) for p in panels], axis=1)
-    buffer = io.BytesIO()
-    Image.fromarray(row).save(buffer, format="PNG")
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, png_bytes(row))
+
+
+def save_grid(path, rows, titles=None, title_height=14):
+    """Writes rows of equally sized RGB panels as one PNG, with optional column titles."""
+    from PIL import ImageDraw
+
+    grid = np.concatenate(
+        [
+            np.concatenate([np.clip(p, 0, 255).astype(np.uint8) for p in row], axis=1)
+            for row in rows
+        ],
+        axis=0,
+    )
+    if titles:
+        header = Image.new("RGB", (grid.shape[1], title_height), "white")
+        draw = ImageDraw.Draw(header)
+        width = grid.shape[1] // len(titles)
+        for index, title in enumerate(titles):
+            draw.text((index * width + 4, 1), title, fill="black")
+        grid = np.concatenate([np.asarray(header), grid], axis=0)
+    return atomic_write_bytes(path, png_bytes(grid))

@@ -7,7 +7,6 @@ outlines, where boundaries are hard) and rings. Objects range from a few pixels 
 image, and colours overlap between classes, so shape and context are needed too.
 """
 
-import io
 import json
 import math
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tfdeeplab.io import atomic_write_bytes
-from tfdeeplab.visualize import palette
+from tfdeeplab.visualize import palette, png_bytes
 
 SHAPES = ("disc", "box", "line", "blob", "ring")
 
@@ -123,15 +122,6 @@ def render_scene(seed, image_size=(128, 128), num_classes=6, style_seed=0):
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def _png_bytes(array, colors=None):
-    picture = Image.fromarray(array, "P" if colors is not None else None)
-    if colors is not None:
-        picture.putpalette(np.asarray(colors, np.uint8).ravel().tolist())
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def synthetic_scenes(root, num_images=200, image_size=(128, 128), num_classes=6, seed=0):
     """Writes a folder dataset: root/images/*.png, root/masks/*.png (palette), classes.json.
 
@@ -162,8 +152,8 @@ def synthetic_scenes(root, num_images=200, image_size=(128, 128), num_classes=6,
     ]
     for index in range(num_images):
         image, mask = render_scene(seed * 1_000_003 + index, image_size, num_classes, seed)
-        atomic_write_bytes(root / "images" / f"scene_{index:05d}.png", _png_bytes(image))
-        atomic_write_bytes(root / "masks" / f"scene_{index:05d}.png", _png_bytes(mask, colors))
+        atomic_write_bytes(root / "images" / f"scene_{index:05d}.png", png_bytes(image))
+        atomic_write_bytes(root / "masks" / f"scene_{index:05d}.png", png_bytes(mask, colors))
     classes = {"names": names, "colors": colors.tolist()}
     atomic_write_bytes(root / "classes.json", json.dumps(classes, indent=1).encode())
     return root

@@ -1,0 +1,154 @@
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfdeeplab.schedules import PolyDecayWithWarmup
+from tfdeeplab.training import RunExistsError, TrainConfig, train
+
+TINY = {
+    "alpha": 0.35,
+    "aspp_filters": 16,
+    "image_size": 48,
+    "batch_size": 4,
+    "optimizer": "adamw",
+    "lr": 2e-3,
+    "val_fraction": 0.25,
+    "verbose": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from tfdeeplab.data import synthetic_scenes
+
+    return synthetic_scenes(tmp_path_factory.mktemp("scenes"), 16, 48, 4, seed=1)
+
+
+def _config(scenes, out, **kwargs):
+    return TrainConfig(data=str(scenes), out=str(out), **{**TINY, **kwargs})
+
+
+def _history(out):
+    with open(out / "history.csv") as file:
+        return list(csv.DictReader(file))
+
+
+def test_poly_schedule_with_warmup():
+    schedule = PolyDecayWithWarmup(0.1, decay_steps=110, warmup_steps=10, power=0.9)
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(9)) == pytest.approx(0.1)
+    assert float(schedule(60)) == pytest.approx(0.1 * 0.5**0.9)
+    assert float(schedule(110)) == pytest.approx(0.0)
+    restored = PolyDecayWithWarmup.from_config(schedule.get_config())
+    assert float(restored(60)) == pytest.approx(float(schedule(60)))
+
+
+def test_training_lowers_the_loss_and_writes_the_run_folder(scenes, tmp_path):
+    summary = train(_config(scenes, tmp_path, epochs=6, steps_per_epoch=6, warmup_epochs=1))
+    losses = [float(row["loss"]) for row in _history(tmp_path)]
+    assert losses[-1] < 0.75 * losses[0], losses
+    for name in ("best.keras", "final.keras", "config.json", "training_curve.png", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert summary["epochs_run_this_time"] == 6 and summary["train_images"] == 12
+    assert summary["train_images_per_second"] > 0
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    with pytest.raises(RunExistsError, match="holds a finished run"):
+        train(_config(scenes, tmp_path, epochs=1))
+    assert train(_config(scenes, tmp_path, epochs=1, steps_per_epoch=1, overwrite=True))
+
+
+class _Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("killed")
+
+
+def test_a_killed_run_resumes_where_it_stopped(scenes, tmp_path):
+    config = _config(scenes, tmp_path, epochs=3, steps_per_epoch=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config, callbacks=[_Kill()])
+    assert not (tmp_path / "summary.json").exists()
+    summary = train(config)
+    assert summary["resumed"] and summary["epochs_run_this_time"] == 1
+    assert [int(row["epoch"]) for row in _history(tmp_path)] == [0, 1, 2]
+
+
+class _Snapshots(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.kernels = []
+
+    def _take(self):
+        layer = self.model.get_layer("backbone").get_layer("Conv1")
+        self.kernels.append(layer.kernel.numpy().copy())
+
+    def on_train_begin(self, logs=None):
+        self._take()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._take()
+
+
+def test_backbone_is_frozen_for_the_first_epochs(scenes, tmp_path):
+    snapshots = _Snapshots()
+    config = _config(scenes, tmp_path, epochs=2, steps_per_epoch=2, freeze_backbone_epochs=1)
+    train(config, callbacks=[snapshots])
+    before, after_frozen, after_free = snapshots.kernels
+    np.testing.assert_array_equal(before, after_frozen)
+    assert not np.allclose(after_frozen, after_free)
+
+
+def test_mixed_precision_trains_with_float32_logits(scenes, tmp_path):
+    summary = train(_config(scenes, tmp_path, epochs=1, steps_per_epoch=2, mixed_precision=True))
+    model = keras.saving.load_model(summary["final_model"])
+    assert model.get_layer("aspp").dtype_policy.name == "mixed_bfloat16"
+    assert model.output.dtype == "float32"
+    assert np.isfinite(float(_history(tmp_path)[0]["loss"]))
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_multiworker_processes_end_with_identical_weights(scenes, tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    args = [
+        sys.executable, "-m", "tfdeeplab.cli", "train", "--data", str(scenes),
+        "--out", str(tmp_path), "--distribute", "multiworker", "--epochs", "1",
+        "--steps-per-epoch", "3", "--alpha", "0.35", "--aspp-filters", "16",
+        "--image-size", "32", "--batch-size", "4", "--optimizer", "adamw",
+        "--val-fraction", "0.25",
+    ]  # fmt: skip
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
+        processes.append(
+            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    outputs = [p.communicate(timeout=600)[0].decode(errors="replace") for p in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    chief = keras.saving.load_model(tmp_path / "final.keras")
+    other = keras.saving.load_model(tmp_path / "worker_1" / "final.keras")
+    for a, b in zip(chief.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    initial = keras.saving.load_model(tmp_path / "best.keras")  # written after epoch 1 too
+    assert any(w.size for w in initial.get_weights())
+    assert not (tmp_path / "worker_1" / "best.keras").exists()  # only the chief checkpoints
