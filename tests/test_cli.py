@@ -31,3 +31,39 @@ def test_user_mistakes_are_one_line_and_exit_2(args, message, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith("tfdeeplab demo: error:") and message in error
     assert "\n" not in error
+
+
+def test_train_evaluate_predict_show_chain(tmp_path, capsys):
+    import json
+
+    from tfdeeplab.data import synthetic_scenes
+
+    data = synthetic_scenes(tmp_path / "data", 10, 40, 4, seed=2)
+    run = tmp_path / "run"
+    tiny = ["--alpha", "0.35", "--aspp-filters", "16", "--image-size", "40", "--batch-size", "4"]
+    assert main(["train", "--data", str(data), "--out", str(run), "--epochs", "2",
+                 "--steps-per-epoch", "2", "--optimizer", "adamw", "--val-fraction", "0.2",
+                 *tiny]) == 0  # fmt: skip
+    assert (run / "best.keras").is_file()
+    model = str(run / "best.keras")
+    report_path = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", model, "--data", str(data), "--image-size", "40",
+                 "--scales", "0.75,1,1.25", "--flip", "--json", str(report_path),
+                 "--val-fraction", "0.2"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert report["images"] == 2 and report["scales"] == [0.75, 1.0, 1.25] and report["flip"]
+    assert [row["name"] for row in report["classes"]] == ["background", "disc", "box", "line"]
+    assert "mIoU" in printed and "background" in printed
+    assert main(["predict", "--model", model, "--input", str(data / "images"),
+                 "--out", str(tmp_path / "pred"), "--data", str(data)]) == 0  # fmt: skip
+    mask = Image.open(tmp_path / "pred" / "scene_00000_mask.png")
+    assert mask.mode == "P" and mask.size == (40, 40)
+    assert (tmp_path / "pred" / "scene_00009_overlay.png").is_file()
+    grid = tmp_path / "grid.png"
+    assert main(["show", "--model", model, "--data", str(data), "--image-size", "40",
+                 "--split", "all", "--count", "3", "--out", str(grid)]) == 0  # fmt: skip
+    assert np.asarray(Image.open(grid)).shape == (14 + 3 * 40, 3 * 40, 3)
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--out", str(run), *tiny]) == 2
+    assert "holds a finished run" in capsys.readouterr().err
