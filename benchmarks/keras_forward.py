@@ -21,6 +21,11 @@ from tfdeeplab import DeepLabV3
 from tfdeeplab.io import atomic_write_bytes
 
 
+def machine():
+    """CPU model, core count and TensorFlow version, recorded with every measurement."""
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "tensorflow": tf.__version__}
+
+
 def _cpu_model():
     try:
         with open("/proc/cpuinfo") as file:
@@ -95,7 +100,7 @@ def main(argv=None):
                 flush=True,
             )
     report = {
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "tensorflow": tf.__version__},
+        "machine": machine(),
         "results": results,
     }
     if args.json:
