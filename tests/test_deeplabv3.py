@@ -29,6 +29,18 @@ def test_rates_scale_with_output_stride():
     assert tiny(aspp_rates=(2, 4)).get_layer("aspp").rates == (2, 4)
 
 
+def test_batchnorm_momentum_reaches_every_layer():
+    def momenta(model):
+        return {
+            layer.momentum
+            for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)
+        }
+
+    assert momenta(tiny()) == {0.999, 0.99}  # MobileNetV2's own, and ASPP's default
+    assert momenta(tiny(batchnorm_momentum=0.9)) == {0.9}
+
+
 def test_resnet50_os16_trainable_weight_count_is_exact():
     model = DeepLabV3(21, backbone="resnet50", output_stride=16)
     resnet = keras.applications.ResNet50(weights=None, include_top=False)

@@ -58,6 +58,8 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(scenes, tmp_path):
         assert (tmp_path / name).is_file(), name
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
     assert summary["epochs_run_this_time"] == 6 and summary["train_images"] == 12
+    model = keras.saving.load_model(summary["final_model"])
+    assert model.get_layer("backbone").get_layer("bn_Conv1").momentum == 0.9  # not 0.999
     assert summary["train_images_per_second"] > 0
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     with pytest.raises(RunExistsError, match="holds a finished run"):

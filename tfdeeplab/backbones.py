@@ -150,10 +150,13 @@ def _stride(layer):
     return int(strides[0])
 
 
-def _rebuilt_layer(layer, stride, rate, same_padding):
-    """A copy of `layer` with `stride`, dilation `rate` and optionally "same" padding."""
+def _rebuilt_layer(layer, stride, rate, same_padding, batchnorm_momentum):
+    """A copy of `layer` with `stride`, dilation `rate`, optionally "same" padding and another
+    BatchNormalization momentum."""
     config = layer.get_config()
     cls = type(layer)
+    if batchnorm_momentum is not None and isinstance(layer, keras.layers.BatchNormalization):
+        config["momentum"] = batchnorm_momentum
     if isinstance(layer, _POOLING_CLASSES) and config["pool_size"] == config["strides"]:
         # Non-overlapping "valid" pools (VGG, DenseNet transitions) floor odd sizes; "same"
         # gives the same values for even sizes and ceil(H / 2) for odd ones.
@@ -179,6 +182,7 @@ def get_backbone(
     input_shape=(None, None, 3),
     multi_grid=None,
     alpha=1.0,
+    batchnorm_momentum=None,
 ):
     """A dilated feature extractor following a keras.applications architecture.
 
@@ -190,6 +194,9 @@ def get_backbone(
         input_shape: (H, W, 3); H and W may be None.
         multi_grid: unit rates multiplying the last ResNet block's rates, e.g. (1, 2, 4).
         alpha: MobileNetV2 width multiplier.
+        batchnorm_momentum: momentum of every BatchNormalization; None keeps the architecture's
+            (0.999 in MobileNetV2, 0.99 elsewhere). Training from scratch or for a short budget
+            needs a lower value: with 0.999 the moving statistics lag far behind the weights.
 
     Returns:
         A functional `keras.Model` mapping float RGB images in [0, 255], (B, H, W, 3), to
@@ -224,7 +231,7 @@ def get_backbone(
         stride = _stride(layer)
         kept = stride if current.actual * stride <= output_stride else 1
         rate = current.rate * grid.get(layer.name, 1)
-        rebuilt = _rebuilt_layer(layer, kept, rate, layer.name in same_padding)
+        rebuilt = _rebuilt_layer(layer, kept, rate, layer.name in same_padding, batchnorm_momentum)
         outputs = rebuilt(*args, **kwargs)
         rebuilt.set_weights(layer.get_weights())
         strides[id(outputs)] = _Strides(current.nominal * stride, current.actual * kept)

@@ -284,6 +284,13 @@ def build_parser():
     train.add_argument("--alpha", type=float, default=1.0)
     train.add_argument("--backbone-weights", default=None, help="imagenet or a weights file")
     train.add_argument("--aspp-filters", type=int, default=256)
+    train.add_argument(
+        "--bn-momentum",
+        type=float,
+        default=0.9,
+        help="BatchNorm momentum of every layer (0.9 = PyTorch's 0.1); keras.applications' "
+        "0.999 lags far behind when training from scratch",
+    )
     train.add_argument("--num-classes", type=int, default=None)
     train.add_argument("--ignore-label", type=int, default=255)
     train.add_argument("--image-size", type=int, default=513)

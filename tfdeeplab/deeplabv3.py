@@ -49,6 +49,7 @@ def DeepLabV3(
     backbone_weights=None,
     input_shape=(None, None, 3),
     alpha=1.0,
+    batchnorm_momentum=None,
     name=None,
 ):
     """Builds DeepLabV3 as a functional `keras.Model`.
@@ -65,6 +66,9 @@ def DeepLabV3(
             `get_backbone`).
         input_shape: (H, W, 3); H and W may be None (any size, also odd ones such as 321×479).
         alpha: MobileNetV2 width multiplier.
+        batchnorm_momentum: momentum of every BatchNormalization; None keeps the backbone's own
+            (0.999 in MobileNetV2) and 0.99 in ASPP. Use ~0.9 (PyTorch's default) when training
+            from scratch or briefly.
         name: model name; default `deeplabv3_<backbone>_os<output_stride>`.
 
     Returns:
@@ -93,12 +97,19 @@ def DeepLabV3(
         input_shape=input_shape,
         multi_grid=multi_grid,
         alpha=alpha,
+        batchnorm_momentum=batchnorm_momentum,
     )
     features.name = "backbone"
 
     images = keras.Input(shape=tuple(input_shape), name="image")
     high = features(images)["high"]
-    x = ASPP(filters=aspp_filters, rates=rates, dropout=dropout, name="aspp")(high)
+    x = ASPP(
+        filters=aspp_filters,
+        rates=rates,
+        dropout=dropout,
+        batchnorm_momentum=0.99 if batchnorm_momentum is None else batchnorm_momentum,
+        name="aspp",
+    )(high)
     x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     logits = ResizeLike("bilinear", dtype="float32", name="logits")([x, images])
     return keras.Model(images, logits, name=name or f"deeplabv3_{backbone}_os{output_stride}")

@@ -72,7 +72,7 @@ def _panel(draw, box, title, series, xlabel):
             draw.line(points, fill=colour, width=2)
         for px, py in points:
             draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
-        draw.text((right - 110, top + 6 + 14 * index), f"— {name}", fill=colour, font=font)
+        draw.text((right - 110, top + 6 + 14 * index), f"- {name}", fill=colour, font=font)
 
 
 def line_chart(path, panels, xlabel, title=None, panel_size=(520, 300)):

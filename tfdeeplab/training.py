@@ -62,6 +62,7 @@ class TrainConfig:
     alpha: float = 1.0
     backbone_weights: str | None = None
     aspp_filters: int = 256
+    bn_momentum: float = 0.9
     num_classes: int | None = None
     ignore_label: int = 255
     image_size: int = 513
@@ -277,6 +278,7 @@ def train(config: TrainConfig, callbacks=()):
             alpha=config.alpha,
             aspp_filters=config.aspp_filters,
             backbone_weights=config.backbone_weights,
+            batchnorm_momentum=config.bn_momentum,
         )
         schedule = PolyDecayWithWarmup(
             config.lr,

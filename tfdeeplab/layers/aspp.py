@@ -5,10 +5,10 @@ import keras
 from tfdeeplab.layers.atrous import AtrousConv2D
 
 
-def _conv_bn_relu(conv, name):
+def _conv_bn_relu(conv, name, momentum):
     return [
         conv,
-        keras.layers.BatchNormalization(name=f"{name}_bn"),
+        keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_bn"),
         keras.layers.ReLU(name=f"{name}_relu"),
     ]
 
@@ -25,29 +25,36 @@ class ASPP(keras.layers.Layer):
         filters: channels of every branch and of the projection (256 in the paper).
         rates: dilation rates of the 3×3 branches; (6, 12, 18) at output stride 16.
         dropout: dropout rate after the projection.
+        batchnorm_momentum: momentum of the BatchNormalization layers.
 
     Input (B, H, W, C) backbone features; output (B, H, W, filters).
     """
 
-    def __init__(self, filters=256, rates=(6, 12, 18), dropout=0.1, **kwargs):
+    def __init__(
+        self, filters=256, rates=(6, 12, 18), dropout=0.1, batchnorm_momentum=0.99, **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.rates = tuple(int(r) for r in rates)
         self.dropout = float(dropout)
+        self.batchnorm_momentum = float(batchnorm_momentum)
+        momentum = self.batchnorm_momentum
         conv = keras.layers.Conv2D
-        self.branches = [_conv_bn_relu(conv(filters, 1, use_bias=False, name="aspp0"), "aspp0")]
+        self.branches = [
+            _conv_bn_relu(conv(filters, 1, use_bias=False, name="aspp0"), "aspp0", momentum)
+        ]
         for i, rate in enumerate(self.rates, start=1):
             atrous = AtrousConv2D(
                 filters, 3, padding="same", dilation_rate=rate, use_bias=False, name=f"aspp{i}"
             )
-            self.branches.append(_conv_bn_relu(atrous, f"aspp{i}"))
+            self.branches.append(_conv_bn_relu(atrous, f"aspp{i}", momentum))
         self.pooling = keras.layers.GlobalAveragePooling2D(keepdims=True, name="image_pool")
         self.pool_branch = _conv_bn_relu(
-            conv(filters, 1, use_bias=False, name="image_pool_conv"), "image_pool"
+            conv(filters, 1, use_bias=False, name="image_pool_conv"), "image_pool", momentum
         )
         self.concat = keras.layers.Concatenate(name="concat")
         self.projection = _conv_bn_relu(
-            conv(filters, 1, use_bias=False, name="projection"), "projection"
+            conv(filters, 1, use_bias=False, name="projection"), "projection", momentum
         )
         self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout")
 
@@ -82,4 +89,5 @@ class ASPP(keras.layers.Layer):
             "filters": self.filters,
             "rates": list(self.rates),
             "dropout": self.dropout,
+            "batchnorm_momentum": self.batchnorm_momentum,
         }

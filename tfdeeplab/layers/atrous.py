@@ -56,25 +56,31 @@ def _add_bias_and_activate(layer, outputs):
     return outputs
 
 
-def _require_channels_last(layer):
-    if layer.data_format != "channels_last":
-        raise ValueError(
-            f"{type(layer).__name__} '{layer.name}' supports data_format='channels_last' only "
-            f"(TFLite is NHWC); got data_format={layer.data_format!r}."
-        )
+def _dilated_depthwise(layer, inputs, kernel):
+    return _depthwise_conv(
+        inputs, tf.cast(kernel, inputs.dtype), layer.strides, layer.padding, layer.dilation_rate
+    )
+
+
+class _ChannelsLast:
+    """Rejects channels_first at construction: TFLite is NHWC and so are these kernels."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.data_format != "channels_last":
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' supports data_format='channels_last' only "
+                f"(TFLite is NHWC); got data_format={self.data_format!r}."
+            )
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
-class AtrousConv2D(keras.layers.Conv2D):
+class AtrousConv2D(_ChannelsLast, keras.layers.Conv2D):
     """`keras.layers.Conv2D` whose dilation exports as one dilated CONV_2D.
 
     Takes exactly the arguments of `keras.layers.Conv2D`
     (DeepLabV3, arXiv:1706.05587, section 3.1: atrous convolution).
     """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        _require_channels_last(self)
 
     def convolution_op(self, inputs, kernel):
         return tf.nn.conv2d(
@@ -87,39 +93,18 @@ class AtrousConv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
-class AtrousDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+class AtrousDepthwiseConv2D(_ChannelsLast, keras.layers.DepthwiseConv2D):
     """`keras.layers.DepthwiseConv2D` whose dilation exports as one dilated DEPTHWISE_CONV_2D."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        _require_channels_last(self)
-
     def call(self, inputs):
-        outputs = _depthwise_conv(
-            inputs,
-            tf.cast(self.kernel, inputs.dtype),
-            self.strides,
-            self.padding,
-            self.dilation_rate,
-        )
-        return _add_bias_and_activate(self, outputs)
+        return _add_bias_and_activate(self, _dilated_depthwise(self, inputs, self.kernel))
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
-class AtrousSeparableConv2D(keras.layers.SeparableConv2D):
+class AtrousSeparableConv2D(_ChannelsLast, keras.layers.SeparableConv2D):
     """`keras.layers.SeparableConv2D` exporting as dilated DEPTHWISE_CONV_2D + 1×1 CONV_2D."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        _require_channels_last(self)
-
     def call(self, inputs):
-        outputs = _depthwise_conv(
-            inputs,
-            tf.cast(self.depthwise_kernel, inputs.dtype),
-            self.strides,
-            self.padding,
-            self.dilation_rate,
-        )
+        outputs = _dilated_depthwise(self, inputs, self.depthwise_kernel)
         outputs = tf.nn.conv2d(outputs, tf.cast(self.pointwise_kernel, outputs.dtype), 1, "VALID")
         return _add_bias_and_activate(self, outputs)
