@@ -1,0 +1,101 @@
+"""PointRend's point maths as pure functions (Kirillov et al., arXiv:1912.08193, section 3).
+
+Shape legend: B batch, H height, W width, C channels (or classes), N points.
+
+Points are normalised (x, y) in [0, 1] where pixel column j of a W-wide map has its centre at
+x = (j + 0.5) / W (likewise rows): the convention of detectron2's `point_sample`
+(`grid_sample` with align_corners=False). Every function uses only ops with TFLite builtins
+(GATHER_ND, TOPK_V2, FLOOR, ...), so models built on them convert without Flex ops.
+"""
+
+import tensorflow as tf
+
+
+def point_sample(features, points):
+    """Bilinear samples of `features` (B, H, W, C) at `points` (B, N, 2); zero outside the map.
+
+    Returns:
+        (B, N, C), in the dtype of `features`.
+    """
+    shape = tf.shape(features)
+    height, width = shape[1], shape[2]
+    points = tf.cast(points, tf.float32)
+    # Continuous pixel coordinates whose integers are pixel centres.
+    x = points[..., 0] * tf.cast(width, tf.float32) - 0.5
+    y = points[..., 1] * tf.cast(height, tf.float32) - 0.5
+    x0, y0 = tf.floor(x), tf.floor(y)
+    wx1, wy1 = x - x0, y - y0
+    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    result = 0.0
+    for dy, wy in ((0, 1.0 - wy1), (1, wy1)):
+        for dx, wx in ((0, 1.0 - wx1), (1, wx1)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+            index = tf.stack(
+                [tf.clip_by_value(yi, 0, height - 1), tf.clip_by_value(xi, 0, width - 1)], -1
+            )
+            corner = tf.gather_nd(features, index, batch_dims=1)
+            weight = wx * wy * tf.cast(inside, tf.float32)
+            result += corner * tf.cast(weight, features.dtype)[..., None]
+    return result
+
+
+def uncertainty(logits):
+    """The negated gap between the two largest class logits, (..., C) → (...); the largest
+    value (0) is the most uncertain."""
+    top2 = tf.math.top_k(logits, k=2).values
+    return top2[..., 1] - top2[..., 0]
+
+
+def sample_training_points(coarse_logits, num_points, oversample=3, importance=0.75, seed=None):
+    """Training points: the most uncertain of `oversample`·N random points plus random ones.
+
+    Paper, section 3.1: draw k·N uniform points, keep the β·N whose *interpolated* coarse
+    prediction is most uncertain, and fill the other (1 - β)·N uniformly. Uncertainty is computed
+    after sampling (not on the coarse grid) so that it is that of the prediction at the point,
+    which is what the point head corrects.
+
+    Args:
+        coarse_logits: (B, h, w, C).
+        num_points: N.
+        oversample: k ≥ 1.
+        importance: β in [0, 1].
+
+    Returns:
+        (B, N, 2) normalised (x, y) points.
+    """
+    if oversample < 1 or not 0 <= importance <= 1:
+        raise ValueError(
+            f"oversample={oversample} must be ≥ 1 and importance={importance} in [0, 1]"
+        )
+    batch = tf.shape(coarse_logits)[0]
+    sampled = int(oversample * num_points)
+    important = int(importance * num_points)
+    candidates = tf.random.uniform((batch, sampled, 2), seed=seed)
+    scores = uncertainty(point_sample(coarse_logits, candidates))
+    chosen = tf.math.top_k(scores, k=important).indices
+    points = tf.gather(candidates, chosen, batch_dims=1)
+    random = tf.random.uniform((batch, num_points - important, 2), seed=seed)
+    return tf.concat([points, random], axis=1)
+
+
+def most_uncertain_cells(uncertainty_map, num_points):
+    """Inference points: the N most uncertain cells of a (B, H, W) map (paper, section 3.1).
+
+    Returns:
+        indices (B, N) int32 flat cell indices (row · W + column), and their centres (B, N, 2)
+        as normalised (x, y).
+    """
+    shape = tf.shape(uncertainty_map)
+    height, width = shape[1], shape[2]
+    flat = tf.reshape(uncertainty_map, (shape[0], height * width))
+    indices = tf.math.top_k(flat, k=num_points).indices
+    rows, columns = indices // width, indices % width
+    points = tf.stack(
+        [
+            (tf.cast(columns, tf.float32) + 0.5) / tf.cast(width, tf.float32),
+            (tf.cast(rows, tf.float32) + 0.5) / tf.cast(height, tf.float32),
+        ],
+        axis=-1,
+    )
+    return indices, points
