@@ -1,0 +1,83 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import assert_litert_matches, assert_save_load_equal, images
+from tfdeeplab.layers.pointrend import PointHead, PointRendRefiner, _replace_rows
+
+
+def test_point_head_concatenates_the_coarse_prediction_everywhere():
+    head = PointHead(num_classes=3, channels=8, num_layers=3)
+    out = head([np.zeros((2, 5, 4), "float32"), np.zeros((2, 5, 3), "float32")])
+    assert out.shape == (2, 5, 3)
+    c, k, ch = 4, 3, 8
+    expected = (c + k) * ch + ch + 2 * ((ch + k) * ch + ch) + (ch + k) * k + k
+    assert sum(int(np.prod(w.shape)) for w in head.trainable_weights) == expected
+    assert PointHead.from_config(head.get_config()).get_config() == head.get_config()
+
+
+def test_replace_rows():
+    flat = tf.reshape(tf.range(2 * 4 * 2, dtype=tf.float32), (2, 4, 2))
+    rows = -tf.ones((2, 2, 2))
+    result = _replace_rows(flat, tf.constant([[3, 0], [1, 2]]), rows).numpy()
+    expected = flat.numpy().copy()
+    expected[0, [3, 0]] = -1
+    expected[1, [1, 2]] = -1
+    np.testing.assert_array_equal(result, expected)
+
+
+def _inputs(batch=2, size=32, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(batch, size // 16, size // 16, classes)).astype("float32")
+    fine = rng.normal(size=(batch, size // 4, size // 4, 5)).astype("float32")
+    return [coarse, fine, np.zeros((batch, size, size, 3), "float32")]
+
+
+def test_without_steps_the_refiner_is_bilinear_upsampling():
+    coarse, fine, image = _inputs()
+    out = PointRendRefiner(3, steps=0)([coarse, fine, image])
+    np.testing.assert_allclose(out, tf.image.resize(coarse, (32, 32)), rtol=1e-6)
+
+
+def test_refined_cells_take_the_point_head_prediction():
+    coarse, fine, image = _inputs()
+    refiner = PointRendRefiner(3, steps=1, points=3, channels=4)
+    refiner([coarse, fine, image])
+    head = refiner.head
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()[:-1]] + [np.array([7.0, 8, 9])])
+    # One step at 2×: the 3 most uncertain cells become (7, 8, 9); the rest stay bilinear.
+    upsampled = tf.image.resize(coarse, (4, 4)).numpy()
+    scores = np.sort(upsampled, -1)
+    ranking = np.argsort(-(scores[..., -2] - scores[..., -1]).reshape(2, -1), axis=1)[:, :3]
+    expected = upsampled.reshape(2, 16, 3).copy()
+    for b in range(2):
+        expected[b, ranking[b]] = [7.0, 8, 9]
+    expected = tf.image.resize(expected.reshape(2, 4, 4, 3), (32, 32))
+    np.testing.assert_allclose(refiner([coarse, fine, image]), expected, rtol=1e-5, atol=1e-5)
+    # points=None re-predicts every cell of the first (stride OS/2) map.
+    everything = PointRendRefiner(3, steps=1, channels=4)
+    everything([coarse, fine, image])
+    everything.head.set_weights(head.get_weights())
+    np.testing.assert_allclose(
+        everything([coarse, fine, image]), np.broadcast_to([7.0, 8, 9], (2, 32, 32, 3)), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="steps=-1 must be ≥ 0"):
+        PointRendRefiner(3, steps=-1)
+
+
+def _tiny_model():
+    image = keras.Input((None, None, 3))
+    features = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(image)
+    fine = keras.layers.AveragePooling2D(4)(features)
+    coarse = keras.layers.Conv2D(3, 1)(keras.layers.AveragePooling2D(4)(fine))
+    logits = PointRendRefiner(3, steps=2, channels=8)([coarse, fine, image])
+    return keras.Model(image, logits)
+
+
+def test_refiner_saves_and_converts_to_litert_with_builtin_ops(tmp_path):
+    model = _tiny_model()
+    x = images(1, 64, 64)
+    assert_save_load_equal(model, x, tmp_path, atol=1e-5)
+    ops = assert_litert_matches(model, x, rtol=1e-3, dynamic_size=False)
+    assert {"TOPK_V2", "GATHER_ND", "SCATTER_ND", "RESIZE_BILINEAR"} <= set(ops)
