@@ -284,6 +284,10 @@ def build_parser():
     train.add_argument("--alpha", type=float, default=1.0)
     train.add_argument("--backbone-weights", default=None, help="imagenet or a weights file")
     train.add_argument("--aspp-filters", type=int, default=256)
+    train.add_argument("--pointrend", action="store_true", help="add a PointRend head")
+    train.add_argument(
+        "--pointrend-points", type=int, default=None, help="points per subdivision step"
+    )
     train.add_argument(
         "--bn-momentum",
         type=float,

@@ -6,6 +6,7 @@ import keras
 
 from tfdeeplab.backbones import OUTPUT_STRIDES, get_backbone
 from tfdeeplab.layers.aspp import ASPP
+from tfdeeplab.layers.pointrend import PointRendDeepLab, PointRendRefiner
 from tfdeeplab.layers.resize_like import ResizeLike
 
 PAPER_RATES_AT_OS16 = (6, 12, 18)
@@ -50,6 +51,9 @@ def DeepLabV3(
     input_shape=(None, None, 3),
     alpha=1.0,
     batchnorm_momentum=None,
+    pointrend=False,
+    pointrend_points=None,
+    subdivision_steps=None,
     name=None,
 ):
     """Builds DeepLabV3 as a functional `keras.Model`.
@@ -69,6 +73,12 @@ def DeepLabV3(
         batchnorm_momentum: momentum of every BatchNormalization; None keeps the backbone's own
             (0.999 in MobileNetV2) and 0.99 in ASPP. Use ~0.9 (PyTorch's default) when training
             from scratch or briefly.
+        pointrend: add a PointRend head (Kirillov et al., arXiv:1912.08193) on the stride-4
+            "low" features: `fit` trains it (see `PointRendDeepLab`), inference refines the
+            most uncertain points by adaptive subdivision.
+        pointrend_points: points re-predicted per subdivision step; None: the cells of the
+            stride-OS/2 map.
+        subdivision_steps: None: log2(output_stride) - 1 (stride 2; the last 2× is bilinear).
         name: model name; default `deeplabv3_<backbone>_os<output_stride>`.
 
     Returns:
@@ -102,7 +112,8 @@ def DeepLabV3(
     features.name = "backbone"
 
     images = keras.Input(shape=tuple(input_shape), name="image")
-    high = features(images)["high"]
+    maps = features(images)
+    high = maps["high"]
     x = ASPP(
         filters=aspp_filters,
         rates=rates,
@@ -111,5 +122,12 @@ def DeepLabV3(
         name="aspp",
     )(high)
     x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
-    logits = ResizeLike("bilinear", dtype="float32", name="logits")([x, images])
-    return keras.Model(images, logits, name=name or f"deeplabv3_{backbone}_os{output_stride}")
+    name = name or f"deeplabv3_{backbone}_os{output_stride}"
+    if not pointrend:
+        logits = ResizeLike("bilinear", dtype="float32", name="logits")([x, images])
+        return keras.Model(images, logits, name=name)
+    steps = output_stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
+    refiner = PointRendRefiner(
+        num_classes, steps=steps, points=pointrend_points, dtype="float32", name="pointrend"
+    )
+    return PointRendDeepLab(images, refiner([x, maps["low"], images]), name=f"{name}_pointrend")

@@ -63,6 +63,8 @@ class TrainConfig:
     backbone_weights: str | None = None
     aspp_filters: int = 256
     bn_momentum: float = 0.9
+    pointrend: bool = False
+    pointrend_points: int | None = None
     num_classes: int | None = None
     ignore_label: int = 255
     image_size: int = 513
@@ -279,6 +281,8 @@ def train(config: TrainConfig, callbacks=()):
             aspp_filters=config.aspp_filters,
             backbone_weights=config.backbone_weights,
             batchnorm_momentum=config.bn_momentum,
+            pointrend=config.pointrend,
+            pointrend_points=config.pointrend_points,
         )
         schedule = PolyDecayWithWarmup(
             config.lr,

@@ -6,7 +6,12 @@ Shape legend: B batch, H height, W width, C fine-feature channels, K classes, N 
 import keras
 import tensorflow as tf
 
-from tfdeeplab.layers.point_features import most_uncertain_cells, point_sample, uncertainty
+from tfdeeplab.layers.point_features import (
+    most_uncertain_cells,
+    point_sample,
+    sample_training_points,
+    uncertainty,
+)
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
@@ -90,25 +95,51 @@ class PointRendRefiner(keras.layers.Layer):
             (the stride-OS/2 map), capped by the cells of each map.
         channels, num_layers: the point head's width and depth.
 
+        training_points: N per image in training; None uses the cells of the coarse map.
+        ignore_label: label without a point loss.
+        point_loss_weight: weight of the point loss added to the dense loss.
+
     Call with `[coarse logits (B, h, w, K), fine features (B, H4, W4, C), image (B, H, W, 3)]`;
-    returns logits (B, H, W, K). The point head is `self.head`, shared with training.
+    returns logits (B, H, W, K).
+
+    Training (paper, section 3.1) uses no subdivision: the layer returns the coarse logits
+    upsampled bilinearly, and keeps the point head's logits at points chosen by
+    `sample_training_points` in `training_point_logits` / `training_points`, for
+    `PointRendDeepLab.compute_loss` to add the point loss in the same step.
     """
 
-    def __init__(self, num_classes, steps=3, points=None, channels=256, num_layers=3, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        steps=3,
+        points=None,
+        channels=256,
+        num_layers=3,
+        training_points=None,
+        ignore_label=255,
+        point_loss_weight=1.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if steps < 0 or (points is not None and points < 1):
             raise ValueError(f"steps={steps} must be ≥ 0 and points={points} ≥ 1 (or None)")
         self.num_classes = int(num_classes)
         self.steps = int(steps)
         self.points = None if points is None else int(points)
+        self.training_points_count = None if training_points is None else int(training_points)
+        self.ignore_label = int(ignore_label)
+        self.point_loss_weight = float(point_loss_weight)
+        self.training_points = self.training_point_logits = None
         self.head = PointHead(num_classes, channels, num_layers, name="point_head")
 
     def build(self, input_shapes):
         _, fine_shape, _ = input_shapes
         self.head.build(((None, None, fine_shape[-1]), (None, None, self.num_classes)))
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         coarse, fine, image = inputs
+        if training:
+            return self._train(coarse, fine, image)
         logits = tf.cast(coarse, tf.float32)
         cap = None
         for _ in range(self.steps):
@@ -127,6 +158,24 @@ class PointRendRefiner(keras.layers.Layer):
             logits = tf.reshape(flat, (shape[0], height, width, self.num_classes))
         return tf.image.resize(logits, tf.shape(image)[1:3], method="bilinear")
 
+    def _train(self, coarse, fine, image):
+        count = self.training_points_count
+        if count is None:
+            if coarse.shape[1] is None or coarse.shape[2] is None:
+                raise ValueError(
+                    "PointRend training needs fixed-size crops (or training_points=N): the "
+                    "coarse map's size is unknown"
+                )
+            count = coarse.shape[1] * coarse.shape[2]
+        coarse32 = tf.cast(coarse, tf.float32)
+        # Point selection sees no gradient: it only decides where to look.
+        points = sample_training_points(tf.stop_gradient(coarse32), count)
+        self.training_points = points
+        self.training_point_logits = tf.cast(
+            self.head([point_sample(fine, points), point_sample(coarse32, points)]), tf.float32
+        )
+        return tf.image.resize(coarse32, tf.shape(image)[1:3], method="bilinear")
+
     def compute_output_shape(self, input_shapes):
         image_shape = input_shapes[2]
         return (*image_shape[:3], self.num_classes)
@@ -139,4 +188,46 @@ class PointRendRefiner(keras.layers.Layer):
             "points": self.points,
             "channels": self.head.channels,
             "num_layers": self.head.num_layers,
+            "training_points": self.training_points_count,
+            "ignore_label": self.ignore_label,
+            "point_loss_weight": self.point_loss_weight,
         }
+
+
+def labels_at_points(labels, points):
+    """Nearest-neighbour labels (B, N) of a (B, H, W) mask at normalised points (B, N, 2)."""
+    shape = tf.shape(labels)
+    size = tf.cast(tf.stack([shape[2], shape[1]]), tf.float32)
+    cells = tf.cast(tf.floor(points * size), tf.int32)
+    column = tf.clip_by_value(cells[..., 0], 0, shape[2] - 1)
+    row = tf.clip_by_value(cells[..., 1], 0, shape[1] - 1)
+    return tf.gather_nd(labels, tf.stack([row, column], axis=-1), batch_dims=1)
+
+
+@keras.saving.register_keras_serializable(package="tfdeeplab")
+class PointRendDeepLab(keras.Model):
+    """A functional segmentation model with a `PointRendRefiner` named "pointrend".
+
+    `model.fit` on ordinary (image, mask) batches trains the point head: `compute_loss` (Keras'
+    hook for custom losses) adds the point loss — cross-entropy of the head's logits at the
+    training points against the mask's labels there, ignoring `ignore_label` — to the compiled
+    dense loss. All PointRend settings live in the refiner's config, so the model saves and
+    loads like any functional model.
+    """
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+        refiner = self.get_layer("pointrend")
+        if not training or y is None or refiner.training_point_logits is None:
+            return loss
+        labels = labels_at_points(tf.cast(y, tf.int32), refiner.training_points)
+        logits = refiner.training_point_logits
+        valid = tf.cast(labels != refiner.ignore_label, tf.float32)
+        per_point = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            tf.where(labels == refiner.ignore_label, 0, labels), logits
+        )
+        point_loss = tf.reduce_sum(per_point * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+        refiner.training_points = refiner.training_point_logits = None
+        return loss + refiner.point_loss_weight * tf.cast(point_loss, loss.dtype)

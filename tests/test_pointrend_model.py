@@ -1,0 +1,90 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from converters import LiteRTModel, convert_to_tflite
+from tests.helpers import assert_save_load_equal, images
+from tfdeeplab import DeepLabV3
+from tfdeeplab.layers.pointrend import PointRendDeepLab, labels_at_points
+from tfdeeplab.losses import SegmentationLoss
+
+TINY = {"backbone": "mobilenetv2", "alpha": 0.35, "aspp_filters": 16, "pointrend": True}
+
+
+def test_labels_at_points_are_nearest_cells():
+    labels = tf.constant(10 * np.arange(3)[:, None] + np.arange(4)[None, :])[None]
+    points = tf.constant([[[0.0, 0.0], [0.99, 0.99], [0.3, 0.5], [0.125, 0.9]]])
+    np.testing.assert_array_equal(labels_at_points(labels, points), [[0, 23, 11, 20]])
+
+
+def test_pointrend_model_shapes_defaults_and_save_load(tmp_path):
+    model = DeepLabV3(3, **TINY)
+    assert isinstance(model, PointRendDeepLab)
+    refiner = model.get_layer("pointrend")
+    assert (
+        refiner.steps == 3
+        and DeepLabV3(3, output_stride=8, **TINY).get_layer("pointrend").steps == 2
+    )
+    for size in [(64, 64), (65, 47)]:
+        assert model(images(1, *size)).shape == (1, *size, 3)
+    restored = assert_save_load_equal(model, images(2, 48, 48), tmp_path)
+    assert isinstance(restored, PointRendDeepLab)
+
+
+def test_fit_trains_the_point_head_with_the_point_loss():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(16, 32, 32, 3)).astype("float32")
+    x = np.repeat(np.repeat(x[:, ::8, ::8], 8, axis=1), 8, axis=2)
+    y = np.argmax(x, axis=-1)
+    model = DeepLabV3(3, dropout=0.0, batchnorm_momentum=0.9, **TINY)
+    model.compile(keras.optimizers.Adam(3e-3), SegmentationLoss(3))
+    head = model.get_layer("pointrend").head
+    before = [w.numpy().copy() for w in head.trainable_weights]
+    dense_only = model.compute_loss(x=x[:8], y=y[:8], y_pred=model(x[:8]), training=False)
+    model(x[:8], training=True)  # samples training points and the head's logits
+    with_points = model.compute_loss(
+        x=x[:8], y=y[:8], y_pred=model(x[:8], training=True), training=True
+    )
+    assert float(with_points) > float(dense_only)  # the point loss is added
+    history = model.fit(x, y, batch_size=8, epochs=8, verbose=0)
+    assert history.history["loss"][-1] < 0.9 * history.history["loss"][0]  # measured: -19%
+    after = [w.numpy() for w in head.trainable_weights]
+    assert all(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_training_without_a_fixed_crop_size_is_refused():
+    model = DeepLabV3(3, **TINY)
+    with pytest.raises(ValueError, match="PointRend training needs fixed-size crops"):
+        tf.function(lambda x: model(x, training=True)).get_concrete_function(
+            tf.TensorSpec((None, None, None, 3))
+        )
+
+
+def test_pointrend_converts_to_litert_fp32_and_int8_with_builtin_ops():
+    model = DeepLabV3(3, **TINY)
+    x = images(1, 64, 64)
+    expected = model.predict(x, verbose=0)
+    fp32 = LiteRTModel(convert_to_tflite(model, x.shape))
+    assert {"TOPK_V2", "GATHER_ND", "SCATTER_ND"} <= set(fp32.op_names)
+    got = fp32(x)
+    assert np.max(np.abs(got - expected)) <= 1e-3 * max(1.0, np.max(np.abs(expected)))
+    assert np.mean(got.argmax(-1) == expected.argmax(-1)) >= 0.999
+
+    frozen = convert_variables_to_constants_v2(
+        tf.function(lambda image: model(image, training=False)).get_concrete_function(
+            tf.TensorSpec(x.shape, tf.float32)
+        )
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([images(1, 64, 64, seed=s)] for s in range(4))
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+    ]
+    int8 = LiteRTModel(converter.convert())
+    ops = set(int8.op_names)
+    assert not [op for op in ops if op.startswith("Flex")] and "TOPK_V2" in ops
+    assert int8(x).shape == expected.shape
