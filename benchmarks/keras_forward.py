@@ -1,6 +1,7 @@
 """Forward latency of DeepLabV3 configurations in Keras, as a compiled `tf.function`.
 
     python -m benchmarks.keras_forward --backbone resnet50 --output-stride 8 16 --input-size 513
+    python -m benchmarks.keras_forward --output-stride 16 8 --pointrend both
 
 Every configuration is measured in the same process, one after the other, so their ratios are
 comparable; absolute times drift on shared machines. Prints a table and writes JSON.
@@ -37,8 +38,12 @@ def _cpu_model():
     return platform.processor() or "unknown"
 
 
-def measure(backbone, output_stride, input_size, batch, num_classes, jit_compile, timing):
-    model = DeepLabV3(num_classes, backbone=backbone, output_stride=output_stride)
+def measure(
+    backbone, output_stride, input_size, batch, num_classes, jit_compile, timing, pointrend=False
+):
+    model = DeepLabV3(
+        num_classes, backbone=backbone, output_stride=output_stride, pointrend=pointrend
+    )
     images = tf.constant(
         np.random.default_rng(0).uniform(0, 255, (batch, input_size, input_size, 3)), tf.float32
     )
@@ -50,6 +55,7 @@ def measure(backbone, output_stride, input_size, batch, num_classes, jit_compile
         "input_size": input_size,
         "batch": batch,
         "jit_compile": jit_compile,
+        "pointrend": pointrend,
         "params": model.count_params(),
         **result,
     }
@@ -63,6 +69,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--num-classes", type=int, default=21)
     parser.add_argument("--jit-compile", action="store_true", help="compile with XLA")
+    parser.add_argument(
+        "--pointrend", choices=("off", "on", "both"), default="off", help="PointRend head"
+    )
     parser.add_argument("--threads", type=int, default=0, help="TF intra/inter-op threads")
     parser.add_argument("--warmup-runs", type=int, default=2)
     parser.add_argument("--min-runs", type=int, default=10)
@@ -81,24 +90,28 @@ def main(argv=None):
     }
     results = []
     print(f"{'model':<28}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'runs':>6}")
+    variants = {"off": (False,), "on": (True,), "both": (False, True)}[args.pointrend]
     for backbone in args.backbone:
         for output_stride in args.output_stride:
-            row = measure(
-                backbone,
-                output_stride,
-                args.input_size,
-                args.batch,
-                args.num_classes,
-                args.jit_compile,
-                timing,
-            )
-            results.append(row)
-            runs = row["runs"]
-            print(
-                f"{backbone + ' OS' + str(output_stride):<28}{runs['mean_ms']:>10.1f}"
-                f"{runs['p50_ms']:>10.1f}{runs['p95_ms']:>10.1f}{runs['count']:>6}",
-                flush=True,
-            )
+            for pointrend in variants:
+                row = measure(
+                    backbone,
+                    output_stride,
+                    args.input_size,
+                    args.batch,
+                    args.num_classes,
+                    args.jit_compile,
+                    timing,
+                    pointrend,
+                )
+                results.append(row)
+                runs = row["runs"]
+                label = f"{backbone} OS{output_stride}" + (" + PointRend" if pointrend else "")
+                print(
+                    f"{label:<28}{runs['mean_ms']:>10.1f}"
+                    f"{runs['p50_ms']:>10.1f}{runs['p95_ms']:>10.1f}{runs['count']:>6}",
+                    flush=True,
+                )
     report = {
         "machine": machine(),
         "results": results,

@@ -88,3 +88,12 @@ def test_pointrend_converts_to_litert_fp32_and_int8_with_builtin_ops():
     ops = set(int8.op_names)
     assert not [op for op in ops if op.startswith("Flex")] and "TOPK_V2" in ops
     assert int8(x).shape == expected.shape
+
+
+def test_pointrend_saved_model_serves_any_size(tmp_path):
+    model = DeepLabV3(3, **TINY)
+    model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "saved_model"))
+    for size in [(64, 64), (65, 47)]:
+        x = images(1, *size)
+        np.testing.assert_allclose(served.serve(x), model.predict(x, verbose=0), atol=1e-4)
