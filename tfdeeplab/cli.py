@@ -178,9 +178,9 @@ def _class_colours(args, num_classes):
     from tfdeeplab.visualize import palette
 
     if getattr(args, "data", None):
-        from tfdeeplab.data.folder import _read_classes
+        from tfdeeplab.data.folder import read_classes
 
-        _, colours = _read_classes(Path(args.data))
+        _, colours = read_classes(Path(args.data))
         if colours is not None and len(colours) == num_classes:
             return colours
     return palette(num_classes)

@@ -51,7 +51,8 @@ class SegmentationFolder:
         return len(self.images)
 
 
-def _read_classes(root):
+def read_classes(root):
+    """(names, colours) from `root/classes.json`, or (None, None) without one."""
     path = Path(root) / "classes.json"
     if not path.exists():
         return None, None
@@ -152,8 +153,9 @@ def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder")
+    # A split folder (root/train) shares the classes.json of the dataset above it.
     names, colors = (
-        _read_classes(root) if (root / "classes.json").exists() else _read_classes(root.parent)
+        read_classes(root) if (root / "classes.json").exists() else read_classes(root.parent)
     )
     if num_classes is None and names is not None:
         num_classes = len(names)
