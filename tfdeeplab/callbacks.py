@@ -1,12 +1,12 @@
 """Training callbacks that Keras does not provide."""
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from tfdeeplab.io import atomic_output
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -49,17 +49,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 
 def save_model_atomically(model, path):
     """`model.save(path)` through a temporary `.keras` file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".keras") as temporary:
         model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 class BackboneFreezer(keras.callbacks.Callback):

@@ -1,22 +1,32 @@
 """Atomic file writes: an interrupted or failed write never leaves a partial file."""
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
 
-def atomic_write_bytes(path, data):
-    """Writes `data` to `path` through a temporary file in the same folder, then renames it."""
+@contextlib.contextmanager
+def atomic_output(path, suffix=".tmp"):
+    """Yields a temporary path beside `path`; on success it is renamed to `path`, on any
+    failure it is removed. `suffix` lets writers that check extensions (Keras: ".keras") work.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+        yield Path(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path, data):
+    """Writes `data` to `path` through a temporary file in the same folder, then renames it."""
+    with atomic_output(path) as temporary, open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    return Path(path)
