@@ -38,10 +38,20 @@ class LiteRTModel:
         )
         return [op["op_name"] for op in plain._get_ops_details()]
 
+    @property
+    def input_shape(self):
+        """The input shape; -1 marks a dynamic dimension."""
+        return tuple(int(d) for d in self.input_details[0]["shape_signature"])
+
     def __call__(self, inputs):
-        """Runs one batch through the model's single input; dynamic dimensions are resized."""
+        """Runs one batch through the model's single input; dynamic dimensions are resized.
+
+        Integer inputs are quantized from the float values given, with the input's scale and
+        zero point; quantized outputs are returned dequantized (float32). Outputs without
+        quantization parameters, such as uint8 class ids, are returned as they are.
+        """
         detail = self.input_details[0]
-        inputs = np.asarray(inputs, dtype=detail["dtype"])
+        inputs = _quantize(np.asarray(inputs, dtype="float32"), detail)
         if self._allocated_shape != inputs.shape:
             if tuple(detail["shape"]) != inputs.shape:
                 self.interpreter.resize_tensor_input(detail["index"], inputs.shape, strict=True)
@@ -52,4 +62,21 @@ class LiteRTModel:
             detail = self.input_details[0]
         self.interpreter.set_tensor(detail["index"], inputs)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_details[0]["index"])
+        output = self.output_details[0]
+        return _dequantize(self.interpreter.get_tensor(output["index"]), output)
+
+
+def _quantize(values, detail):
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(detail["dtype"], np.integer) or scale == 0:
+        return values.astype(detail["dtype"])
+    info = np.iinfo(detail["dtype"])
+    quantized = np.round(values / scale) + zero_point
+    return np.clip(quantized, info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(values, detail):
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(values.dtype, np.integer) or scale == 0:
+        return values
+    return ((values.astype("float32") - zero_point) * scale).astype("float32")

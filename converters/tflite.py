@@ -1,11 +1,40 @@
-"""Conversion of Keras 3 models to TFLite flatbuffers restricted to builtin ops."""
+"""TFLite export of tfdeeplab models, restricted to builtin ops, in every quantization mode."""
 
+import keras
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from converters.calibration import representative_images
+from converters.options import IOType, Output, Quantization
+from tfdeeplab.io import atomic_write_bytes, refuse_overwrite
 
-def convert_to_tflite(model, input_shape):
-    """Converts `model` to an fp32 TFLite flatbuffer.
+_TF_IO_TYPES = {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8}
+
+
+def _inference_function(model, output):
+    """model(image) as a tf.function, with the argmax in the graph for `Output.MASK`."""
+
+    def logits_of(image):
+        return tf.cast(model(image, training=False), tf.float32)
+
+    if output is Output.LOGITS:
+        return tf.function(logits_of)
+    # ARG_MAX gives int32; uint8 ids are what phones draw from and a quarter of the bytes.
+    return tf.function(
+        lambda image: tf.cast(tf.argmax(logits_of(image), -1, output_type=tf.int32), tf.uint8)
+    )
+
+
+def convert_to_tflite(
+    model,
+    input_shape,
+    quantization=Quantization.NONE,
+    representative_data=None,
+    calibration_steps=100,
+    output=Output.LOGITS,
+    io_type=IOType.FLOAT32,
+):
+    """Converts `model` to a TFLite flatbuffer with builtin ops only.
 
     The inference function is frozen (variables become constants) before conversion; converted
     straight from a Keras 3 model, the variables stay as VAR_HANDLE / READ_VARIABLE ops and batch
@@ -13,16 +42,125 @@ def convert_to_tflite(model, input_shape):
     would need Flex (TF Select) ops fails to convert instead of producing a file phones cannot run.
 
     Args:
-        model: a Keras 3 model with one image input.
+        model: a Keras 3 model with one image input, or a quantization-aware tf_keras model from
+            `converters.qat` (then `quantization` must be "qat").
         input_shape: the input shape (B, H, W, C) of the converted model; None marks a dynamic
-            dimension. Static sizes let the converter fold shape arithmetic into constants.
+            dimension. Static sizes let the converter fold shape arithmetic into constants and
+            keep resizes delegable.
+        quantization: a `Quantization` or its value; "qat" here converts an already
+            quantization-aware model (`export_tflite` runs the fine-tuning).
+        representative_data: images for calibration (see `representative_images`); needed by
+            "int8", optional for "qat" (ranges of layers without fake-quant, e.g. PointRend).
+        calibration_steps: images drawn from `representative_data`.
+        output: an `Output`: "logits" or "mask".
+        io_type: an `IOType`; integer input (and logits output) for "int8"/"qat".
 
     Returns:
         The flatbuffer as bytes.
     """
+    quantization = Quantization.parse(quantization, "quantization")
+    output = Output.parse(output, "output")
+    io_type = IOType.parse(io_type, "io_type")
+    if io_type is not IOType.FLOAT32 and not quantization.integer:
+        raise ValueError(
+            f"io_type={io_type.value!r} needs an integer model; quantization="
+            f"{quantization.value!r} keeps float inputs (use 'int8' or 'qat')"
+        )
+    if quantization is Quantization.INT8 and representative_data is None:
+        raise ValueError(
+            "quantization='int8' calibrates activation ranges on images: pass "
+            "representative_data (e.g. converters.calibration_dataset(folder, input_size))"
+        )
     spec = tf.TensorSpec(tuple(input_shape), tf.float32, name="image")
-    function = tf.function(lambda image: model(image, training=False))
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function(spec))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    concrete = _inference_function(model, output).get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [convert_variables_to_constants_v2(concrete)]
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization is not Quantization.NONE:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization is Quantization.FLOAT16:
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization.integer:
+        if representative_data is not None:
+            size = tuple(input_shape[1:3])
+            converter.representative_dataset = lambda: representative_images(
+                representative_data, size, calibration_steps
+            )
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            # Ops without an int8 kernel (PointRend's TOPK_V2 on floats, GATHER_ND on scores)
+            # stay float builtins rather than failing the conversion.
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        if io_type is not IOType.FLOAT32:
+            converter.inference_input_type = _TF_IO_TYPES[io_type]
+            if output is Output.LOGITS:
+                converter.inference_output_type = _TF_IO_TYPES[io_type]
     return converter.convert()
+
+
+def export_tflite(
+    model,
+    path,
+    quantization=Quantization.NONE,
+    input_size=(513, 513),
+    representative_data=None,
+    calibration_steps=100,
+    output=Output.LOGITS,
+    io_type=IOType.FLOAT32,
+    qat=None,
+    overwrite=False,
+):
+    """Writes `model` as a `.tflite` file for phones, atomically.
+
+    Args:
+        model: a trained tfdeeplab Keras 3 model (or a QAT model from
+            `converters.quantization_aware_training` with quantization="qat").
+        path: the `.tflite` file to write.
+        quantization: "none" (fp32), "float16", "dynamic", "int8" or "qat" (`Quantization`).
+        input_size: (H, W) of the exported input (batch 1, static: delegates want static sizes).
+        representative_data: for "int8", images or (images, masks) batches from the real input
+            pipeline (`converters.calibration_dataset`); for "qat", the (images, masks)
+            batches to fine-tune on, at `input_size`.
+        calibration_steps: calibration images.
+        output: "logits" (float32 (1, H, W, K)) or "mask" (uint8 (1, H, W) class ids).
+        io_type: "float32", "uint8" or "int8" input (and logits) for "int8"/"qat".
+        qat: a `converters.QATOptions` for "qat" (epochs, steps, learning rate).
+        overwrite: replace an existing file.
+
+    Returns:
+        The path written.
+    """
+    quantization = Quantization.parse(quantization, "quantization")
+    refuse_overwrite(path, overwrite)
+    height, width = _size_pair(input_size)
+    if quantization is Quantization.QAT and isinstance(model, keras.Model):
+        from converters.qat import QATOptions, quantization_aware_training
+
+        if representative_data is None:
+            raise ValueError(
+                "quantization='qat' fine-tunes on labelled data: pass representative_data as "
+                "(images, masks) batches at input_size (e.g. converters.calibration_dataset("
+                "folder, input_size, split='train', labels=True))"
+            )
+        model = quantization_aware_training(
+            model, representative_data, (height, width), qat or QATOptions()
+        )
+    flatbuffer = convert_to_tflite(
+        model,
+        (1, height, width, 3),
+        quantization,
+        representative_data,
+        calibration_steps,
+        output,
+        io_type,
+    )
+    return atomic_write_bytes(path, flatbuffer)
+
+
+def _size_pair(input_size):
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(size) != 2 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in size):
+        raise ValueError(f"input_size={input_size!r} must be an int or (height, width) ≥ 1")
+    return int(size[0]), int(size[1])

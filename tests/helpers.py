@@ -29,6 +29,36 @@ def images(batch=1, height=64, width=64, seed=SEED):
     return (base[None] + noise).astype("float32")
 
 
+def cell_images(count, size=64, cell=16, seed=SEED):
+    """Images of `cell`-pixel colour cells plus noise, labelled with each cell's strongest
+    channel (3 classes): a task a tiny model learns in a few epochs."""
+    rng = np.random.default_rng(seed)
+    cells = rng.uniform(0, 255, size=(count, size // cell, size // cell, 3)).astype("float32")
+    x = np.repeat(np.repeat(cells, cell, axis=1), cell, axis=2)
+    return x + rng.normal(0, 10, x.shape).astype("float32"), np.argmax(x, axis=-1)
+
+
+def trained_tiny_model(size=64, epochs=15, **kwargs):
+    """A DeepLabV3 briefly trained on `cell_images(32, size, seed=0)`, which it fits (it does
+    not generalise from 32 images). Export tests need one: an untrained model has near-tied
+    logits everywhere, whose argmax any rounding flips."""
+    from tfdeeplab import DeepLabV3
+    from tfdeeplab.losses import SegmentationLoss
+
+    # Momentum 0.5: the moving variances start at 1 while some true ones are ~0.04, and 40
+    # steps at 0.9 leave 0.9**40 = 1.5% of the start, which still doubles those; 0.5**40 is nil.
+    model = DeepLabV3(3, dropout=0.0, batchnorm_momentum=0.5, **kwargs)
+    model.compile(keras.optimizers.Adam(1e-2), SegmentationLoss(3))
+    model.fit(*cell_images(32, size, seed=0), batch_size=8, epochs=epochs, verbose=0)
+    return model
+
+
+def assert_clean_graph(ops):
+    """No space-to-batch dilation, no Flex (TF Select) and no variable ops in a TFLite graph."""
+    assert not DILATION_OPS & set(ops), f"dilation lowered through space-to-batch: {ops}"
+    assert not [op for op in ops if op.startswith("Flex") or "VAR" in op], ops
+
+
 def randomize_batchnorm(model, seed=SEED):
     """Gives every BatchNormalization non-trivial statistics, so parity tests exercise them."""
     rng = np.random.default_rng(seed)
@@ -81,8 +111,7 @@ def assert_litert_matches(model, inputs, rtol=1e-4, dynamic_size=True):
     shape = (inputs.shape[0], None, None, inputs.shape[3]) if dynamic_size else inputs.shape
     litert = LiteRTModel(convert_to_tflite(model, shape))
     ops = litert.op_names
-    assert not DILATION_OPS & set(ops), f"dilation lowered through space-to-batch: {ops}"
-    assert not [op for op in ops if op.startswith("Flex") or "VAR" in op], ops
+    assert_clean_graph(ops)
     expected = keras.tree.map_structure(np.asarray, model(inputs, training=False))
     expected = expected if isinstance(expected, np.ndarray) else expected["high"]
     assert relative_error(litert(inputs), expected) <= rtol

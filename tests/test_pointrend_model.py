@@ -2,7 +2,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from converters import LiteRTModel, convert_to_tflite
 from tests.helpers import assert_save_load_equal, images
@@ -72,19 +71,8 @@ def test_pointrend_converts_to_litert_fp32_and_int8_with_builtin_ops():
     assert np.max(np.abs(got - expected)) <= 1e-3 * max(1.0, np.max(np.abs(expected)))
     assert np.mean(got.argmax(-1) == expected.argmax(-1)) >= 0.999
 
-    frozen = convert_variables_to_constants_v2(
-        tf.function(lambda image: model(image, training=False)).get_concrete_function(
-            tf.TensorSpec(x.shape, tf.float32)
-        )
-    )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([images(1, 64, 64, seed=s)] for s in range(4))
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-        tf.lite.OpsSet.TFLITE_BUILTINS,
-    ]
-    int8 = LiteRTModel(converter.convert())
+    calibration = [images(1, 64, 64, seed=s) for s in range(4)]
+    int8 = LiteRTModel(convert_to_tflite(model, x.shape, "int8", calibration, 4))
     ops = set(int8.op_names)
     assert not [op for op in ops if op.startswith("Flex")] and "TOPK_V2" in ops
     assert int8(x).shape == expected.shape

@@ -1,4 +1,4 @@
-"""The `tfdeeplab` command line: demo, train, evaluate, predict, show.
+"""The `tfdeeplab` command line: demo, train, evaluate, predict, show, export.
 
 User mistakes (bad arguments, bad data, an existing finished run) print one line and exit 2.
 """
@@ -242,6 +242,90 @@ def show_command(args):
     return 0
 
 
+def _export_artifact(args, model, size, write):
+    """Writes the artifact to a temporary path, verifies it, then renames it to `args.out`.
+
+    The verification report is written beside the artifact either way; an artifact below
+    `--min-agreement` is removed (the report says why).
+    """
+    from converters import calibration_dataset, verify
+    from tfdeeplab.io import atomic_directory, atomic_output
+
+    out = Path(args.out)
+    data = calibration_dataset(
+        args.calibration_data, size, split="val", batch_size=1, shuffle=False, seed=args.seed
+    )
+    folder = args.format == "saved_model"
+    with atomic_directory(out) if folder else atomic_output(out, suffix=".tflite") as temporary:
+        write(temporary)
+        report = verify(temporary, model, data, max_images=args.verify_images)
+        report.artifact = str(out)
+        report_path = report.write_json(out.with_name(out.name + ".verification.json"))
+        print(report.to_markdown())
+        print(f"Wrote {report_path}")
+        report.require(args.min_agreement)
+    return report
+
+
+def export_command(args):
+    from converters import (
+        QATOptions,
+        Quantization,
+        calibration_dataset,
+        export_saved_model,
+        export_tflite,
+    )
+    from tfdeeplab.io import refuse_overwrite
+
+    quantization = Quantization.parse(args.quantization, "--quantization")
+    if args.format == "saved_model" and quantization is not Quantization.NONE:
+        raise ValueError(
+            f"--quantization {quantization.value} applies to --format tflite; a SavedModel "
+            "keeps the float model"
+        )
+    refuse_overwrite(args.out, args.overwrite, "--overwrite")
+    model = _load_model(args.model)
+    size = (args.input_size, args.input_size)
+
+    def data(split, augment=False, batch_size=1):
+        return calibration_dataset(
+            args.calibration_data,
+            size,
+            split=split,
+            batch_size=batch_size,
+            augment=augment,
+            seed=args.seed,
+        )
+
+    if args.format == "saved_model":
+
+        def write(path):
+            export_saved_model(model, path, overwrite=True)
+    else:
+        qat = quantization is Quantization.QAT
+        representative = data("train", augment=qat, batch_size=args.qat_batch_size if qat else 1)
+        options = QATOptions(args.qat_epochs, args.qat_steps, args.qat_lr, args.ignore_label)
+
+        def write(path):
+            export_tflite(
+                model,
+                path,
+                quantization,
+                size,
+                representative,
+                args.calibration_steps,
+                args.output,
+                args.io_type,
+                qat=options,
+                overwrite=True,
+            )
+
+    start = time.perf_counter()
+    _export_artifact(args, model, size, write)
+    print(f"Exported {args.out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def _data_options(parser, image_size=513):
     parser.add_argument("--data", required=True, help="folder with images/ and masks/")
     parser.add_argument("--split", default="val", choices=("train", "val", "all"))
@@ -348,6 +432,43 @@ def build_parser():
     show.add_argument("--count", type=int, default=6, help="rows")
     show.add_argument("--out", required=True, help="output PNG")
     show.set_defaults(handler=show_command)
+
+    export = commands.add_parser(
+        "export", help="SavedModel or (quantized) TFLite, verified against the Keras model"
+    )
+    export.add_argument("--model", required=True, help="a .keras model")
+    export.add_argument("--format", required=True, choices=("saved_model", "tflite"))
+    export.add_argument(
+        "--quantization",
+        default="none",
+        help="tflite: none, float16, dynamic, int8 or qat (default: none)",
+    )
+    export.add_argument("--input-size", type=int, default=513, help="tflite input H = W")
+    export.add_argument(
+        "--calibration-data",
+        required=True,
+        help="data folder: its train split calibrates int8 (and fine-tunes qat), its val "
+        "split verifies the export",
+    )
+    export.add_argument("--out", required=True, help=".tflite file or SavedModel folder")
+    export.add_argument("--output", default="logits", choices=("logits", "mask"))
+    export.add_argument("--io-type", default="float32", choices=("float32", "uint8", "int8"))
+    export.add_argument("--calibration-steps", type=int, default=100, help="images")
+    export.add_argument(
+        "--min-agreement",
+        type=float,
+        default=None,
+        help="fail (and keep no artifact) below this argmax agreement with Keras, e.g. 0.99",
+    )
+    export.add_argument("--verify-images", type=int, default=50)
+    export.add_argument("--qat-epochs", type=int, default=2)
+    export.add_argument("--qat-steps", type=int, default=None, help="batches per QAT epoch")
+    export.add_argument("--qat-lr", type=float, default=1e-4)
+    export.add_argument("--qat-batch-size", type=int, default=8)
+    export.add_argument("--ignore-label", type=int, default=255)
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
+    export.set_defaults(handler=export_command)
     return parser
 
 
@@ -359,7 +480,7 @@ def main(argv=None):
 
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, RunExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, RunExistsError) as error:
         message = str(error).splitlines()[0]
         print(f"tfdeeplab {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -51,14 +51,14 @@ class ImageNormalization(keras.layers.Layer):
             allowed = ", ".join(m.value for m in NormalizationMode)
             raise ValueError(f"mode={mode!r} is unknown; choose one of: {allowed}") from None
         scale, offset = _affine(self.mode)
-        self._scale = scale.astype("float32")
-        self._offset = offset.astype("float32")
+        self.scale = scale.astype("float32")
+        self.offset = offset.astype("float32")
 
     def call(self, images):
         if self.mode is NormalizationMode.CAFFE:
             images = keras.ops.flip(images, axis=-1)
-        scale = keras.ops.cast(self._scale, images.dtype)
-        offset = keras.ops.cast(self._offset, images.dtype)
+        scale = keras.ops.cast(self.scale, images.dtype)
+        offset = keras.ops.cast(self.offset, images.dtype)
         return images * scale + offset
 
     def compute_output_shape(self, input_shape):

@@ -14,6 +14,35 @@ from tfdeeplab.layers.point_features import (
 )
 
 
+def point_head_logits(fine, coarse, hidden, predictor, dtype):
+    """The point head's MLP: fine (B, N, C) and coarse (B, N, K) features → logits (B, N, K).
+
+    `hidden` and `predictor` are dense layers (Keras 3 here, tf_keras in the QAT bridge); the
+    coarse prediction joins the input of every one of them.
+    """
+    coarse = tf.cast(coarse, dtype)
+    x = tf.concat([tf.cast(fine, dtype), coarse], axis=-1)
+    for layer in hidden:
+        x = tf.concat([layer(x), coarse], axis=-1)
+    return predictor(x)
+
+
+def point_head_layers(dense, num_classes, channels, num_layers):
+    """The head's hidden dense layers (ReLU) and linear predictor, made with `dense` (Keras 3's
+    or tf_keras' Dense class)."""
+    hidden = [dense(channels, activation="relu", name=f"fc{i}") for i in range(num_layers)]
+    return hidden, dense(num_classes, name="predictor")
+
+
+def build_point_head(hidden, predictor, fine_channels, num_classes):
+    """Builds the head's layers for C = `fine_channels` inputs; each sees the coarse K too."""
+    width = fine_channels + num_classes
+    for layer in hidden:
+        layer.build((None, None, width))
+        width = layer.units + num_classes
+    predictor.build((None, None, width))
+
+
 @keras.saving.register_keras_serializable(package="tfdeeplab")
 class PointHead(keras.layers.Layer):
     """The point head: per-point MLP over fine features and the coarse prediction.
@@ -34,27 +63,15 @@ class PointHead(keras.layers.Layer):
         self.num_classes = int(num_classes)
         self.channels = int(channels)
         self.num_layers = int(num_layers)
-        self.hidden = [
-            keras.layers.Dense(self.channels, activation="relu", name=f"fc{i}")
-            for i in range(self.num_layers)
-        ]
-        self.predictor = keras.layers.Dense(self.num_classes, name="predictor")
+        self.hidden, self.predictor = point_head_layers(
+            keras.layers.Dense, self.num_classes, self.channels, self.num_layers
+        )
 
     def build(self, input_shapes):
-        fine_shape, _ = input_shapes
-        width = fine_shape[-1] + self.num_classes
-        for layer in self.hidden:
-            layer.build((None, None, width))
-            width = self.channels + self.num_classes
-        self.predictor.build((None, None, width))
+        build_point_head(self.hidden, self.predictor, input_shapes[0][-1], self.num_classes)
 
     def call(self, inputs):
-        fine, coarse = inputs
-        coarse = tf.cast(coarse, self.compute_dtype)
-        x = tf.concat([tf.cast(fine, self.compute_dtype), coarse], axis=-1)
-        for layer in self.hidden:
-            x = tf.concat([layer(x), coarse], axis=-1)
-        return self.predictor(x)
+        return point_head_logits(*inputs, self.hidden, self.predictor, self.compute_dtype)
 
     def compute_output_shape(self, input_shapes):
         return (*input_shapes[1][:-1], self.num_classes)
@@ -81,6 +98,38 @@ def _replace_rows(flat, indices, rows):
     mask = tf.scatter_nd(where, ones, tf.stack([shape[0], shape[1], 1]))
     values = tf.scatter_nd(where, tf.cast(rows, flat.dtype), shape)
     return flat * (1 - mask) + values
+
+
+def adaptive_subdivision(coarse, fine, size, head, steps, points=None):
+    """PointRend inference: `steps` times, upsample 2× and re-predict the most uncertain cells.
+
+    Args:
+        coarse: logits (B, h, w, K).
+        fine: fine features (B, H4, W4, C).
+        size: the output (H, W), e.g. the image's.
+        head: callable `[fine points (B, N, C), coarse points (B, N, K)]` → logits (B, N, K).
+        steps: subdivision steps.
+        points: N per step; None: the cells of the map after the first step.
+
+    Returns:
+        Float32 logits (B, H, W, K), the refined map resized bilinearly to `size`.
+    """
+    logits = tf.cast(coarse, tf.float32)
+    classes = coarse.shape[-1]
+    cap = None
+    for _ in range(steps):
+        shape = tf.shape(logits)
+        height, width = 2 * shape[1], 2 * shape[2]
+        logits = tf.image.resize(logits, (height, width), method="bilinear")
+        cells = height * width
+        if cap is None:
+            cap = cells if points is None else tf.constant(points)
+        indices, where = most_uncertain_cells(uncertainty(logits), tf.minimum(cap, cells))
+        flat = tf.reshape(logits, (shape[0], cells, classes))
+        refined = head([point_sample(fine, where), tf.gather(flat, indices, batch_dims=1)])
+        flat = _replace_rows(flat, indices, tf.cast(refined, tf.float32))
+        logits = tf.reshape(flat, (shape[0], height, width, classes))
+    return tf.image.resize(logits, size, method="bilinear")
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
@@ -140,23 +189,9 @@ class PointRendRefiner(keras.layers.Layer):
         coarse, fine, image = inputs
         if training:
             return self._train(coarse, fine, image)
-        logits = tf.cast(coarse, tf.float32)
-        cap = None
-        for _ in range(self.steps):
-            shape = tf.shape(logits)
-            height, width = 2 * shape[1], 2 * shape[2]
-            logits = tf.image.resize(logits, (height, width), method="bilinear")
-            cells = height * width
-            if cap is None:
-                cap = cells if self.points is None else tf.constant(self.points)
-            indices, points = most_uncertain_cells(uncertainty(logits), tf.minimum(cap, cells))
-            flat = tf.reshape(logits, (shape[0], cells, self.num_classes))
-            refined = self.head(
-                [point_sample(fine, points), tf.gather(flat, indices, batch_dims=1)]
-            )
-            flat = _replace_rows(flat, indices, tf.cast(refined, tf.float32))
-            logits = tf.reshape(flat, (shape[0], height, width, self.num_classes))
-        return tf.image.resize(logits, tf.shape(image)[1:3], method="bilinear")
+        return adaptive_subdivision(
+            coarse, fine, tf.shape(image)[1:3], self.head, self.steps, self.points
+        )
 
     def _train(self, coarse, fine, image):
         count = self.training_points_count

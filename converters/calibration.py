@@ -1,0 +1,77 @@
+"""Calibration and fine-tuning data for quantization, from the real tf.data input pipeline.
+
+Full-integer quantization sets every activation's range from representative images; ranges
+from images that look like the deployment data (same decoding, resizing and padding as
+evaluation) are what keep int8 accuracy close to float.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfdeeplab.data import load_segmentation_folder
+
+
+def calibration_dataset(
+    root, input_size, split="train", batch_size=1, augment=False, shuffle=True, **kwargs
+):
+    """(images (B, H, W, 3) float32 in [0, 255], masks (B, H, W)) batches of a data folder.
+
+    Args:
+        root: a segmentation folder (see `tfdeeplab.data.load_segmentation_folder`).
+        input_size: (H, W) of the exported model.
+        split: "train", "val" or None (all pairs).
+        batch_size: images per batch.
+        augment: DeepLab training augmentation (for quantization-aware fine-tuning) instead of
+            the deterministic evaluation view (for calibration and verification).
+        shuffle: shuffle the files (calibration draws from all of them, not the first few).
+        kwargs: more `load_segmentation_folder` arguments (num_classes, skip_bad, ...).
+    """
+    return load_segmentation_folder(
+        root,
+        image_size=tuple(input_size),
+        batch_size=batch_size,
+        augment=augment,
+        shuffle=shuffle,
+        split=split,
+        **kwargs,
+    )
+
+
+def _batches(data):
+    if callable(data):
+        data = data()
+    if isinstance(data, np.ndarray | tf.Tensor):
+        data = [data]
+    yield from data
+
+
+def representative_images(data, size, steps):
+    """Yields `[image (1, H, W, 3) float32]` for `TFLiteConverter.representative_dataset`.
+
+    Args:
+        data: a tf.data.Dataset, an iterable or a generator function of image batches
+            (B, H, W, 3) or (images, masks) pairs, or one array of images.
+        size: (H, W) the images are resized to (bilinear) when theirs differs; None keeps it.
+        steps: the number of images to yield at most.
+    """
+    count = 0
+    for batch in _batches(data):
+        images = batch[0] if isinstance(batch, tuple | list) else batch
+        images = tf.convert_to_tensor(images, tf.float32)
+        if images.shape.rank == 3:
+            images = images[None]
+        if images.shape.rank != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"representative_data gave a batch of shape {images.shape}; expected images "
+                "(B, H, W, 3) or (images, masks) pairs"
+            )
+        for index in range(images.shape[0]):
+            if count >= steps:
+                return
+            image = images[index : index + 1]
+            if size is not None and None not in size and tuple(image.shape[1:3]) != tuple(size):
+                image = tf.image.resize(image, size, method="bilinear")
+            yield [image.numpy()]
+            count += 1
+    if count == 0:
+        raise ValueError("representative_data yielded no images")

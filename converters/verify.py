@@ -1,0 +1,260 @@
+"""Verification of an exported artifact against the Keras model it came from.
+
+An export is only as good as its agreement with the model: every TFLite file or SavedModel is
+run on real images beside the Keras model, and the report says how often their per-pixel
+classes agree, the mIoU of both against the labels, the logit error, the file size and the ops.
+"""
+
+import collections
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from converters.litert import LiteRTModel
+from tfdeeplab.io import atomic_write_bytes
+from tfdeeplab.metrics import confusion_matrix, segmentation_report
+
+
+class VerificationFailed(ValueError):
+    """An export whose agreement with Keras is below the required minimum."""
+
+
+@dataclasses.dataclass
+class VerificationReport:
+    """What `verify` measured. Scores are fractions in [0, 1]; None where not applicable.
+
+    Attributes:
+        artifact: the verified path; format: "tflite" or "saved_model".
+        size_bytes: file (or folder) size.
+        images, pixels: how much was compared.
+        agreement: fraction of pixels whose class (argmax) equals Keras'.
+        miou_keras, miou_artifact: mIoU against the labels (None without labels).
+        max_logit_error, mean_logit_error: |artifact - Keras| over logits (None when the
+            artifact outputs class ids); logit_scale: max |Keras logit|, to read them against.
+        ops: op name → count (TFLite nodes, or the TF op types of a SavedModel's graph).
+        input: the artifact's input shape and dtype; output: "logits" or "mask".
+    """
+
+    artifact: str
+    format: str
+    size_bytes: int
+    images: int
+    pixels: int
+    agreement: float
+    miou_keras: float | None
+    miou_artifact: float | None
+    max_logit_error: float | None
+    mean_logit_error: float | None
+    logit_scale: float
+    ops: dict
+    input: dict
+    output: str
+
+    @property
+    def miou_drop(self):
+        """mIoU points (×100) lost by the artifact; None without labels."""
+        if self.miou_keras is None or self.miou_artifact is None:
+            return None
+        return 100 * (self.miou_keras - self.miou_artifact)
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "miou_drop_points": self.miou_drop}
+
+    def require(self, min_agreement):
+        """Raises `VerificationFailed` when `agreement` < `min_agreement`; returns self."""
+        if min_agreement is not None and self.agreement < min_agreement:
+            raise VerificationFailed(
+                f"'{self.artifact}' agrees with Keras on {100 * self.agreement:.2f}% of pixels, "
+                f"below min_agreement {100 * min_agreement:.2f}%"
+            )
+        return self
+
+    def write_json(self, path):
+        """Writes the report as JSON, atomically."""
+        return atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode())
+
+    def to_markdown(self):
+        def percent(value):
+            return "n/a" if value is None else f"{100 * value:.2f}"
+
+        def number(value, digits=4):
+            return "n/a" if value is None else f"{value:.{digits}g}"
+
+        rows = [
+            ("artifact", f"`{self.artifact}` ({self.format}, output {self.output})"),
+            ("size", f"{self.size_bytes / 2**20:.2f} MiB"),
+            ("compared", f"{self.images} images, {self.pixels} pixels"),
+            ("argmax agreement with Keras", f"{percent(self.agreement)} %"),
+            (
+                "mIoU Keras / artifact",
+                f"{percent(self.miou_keras)} / {percent(self.miou_artifact)}",
+            ),
+            (
+                "logit error max / mean (scale)",
+                f"{number(self.max_logit_error)} / {number(self.mean_logit_error)} "
+                f"({number(self.logit_scale)})",
+            ),
+            ("ops", ", ".join(f"{op}×{n}" for op, n in sorted(self.ops.items()))),
+        ]
+        return "\n".join(
+            ["| check | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
+        )
+
+
+class _TFLiteRunner:
+    format = "tflite"
+
+    def __init__(self, path):
+        self.model = LiteRTModel(path)
+        detail = self.model.input_details[0]
+        self.input = {
+            "shape": list(self.model.input_shape),
+            "dtype": np.dtype(detail["dtype"]).name,
+        }
+        self.output = "mask" if len(self.model.output_details[0]["shape"]) == 3 else "logits"
+        self.ops = dict(collections.Counter(self.model.op_names))
+
+    def __call__(self, images):
+        height, width = self.model.input_shape[1:3]
+        if (height != -1 and images.shape[1] != height) or (
+            width != -1 and images.shape[2] != width
+        ):
+            raise ValueError(
+                f"verification images are {images.shape[1]}×{images.shape[2]} but the TFLite "
+                f"model takes {height}×{width}: build the data at its input size"
+            )
+        # A static batch of 1 (phones) runs image by image.
+        outputs = []
+        for index in range(images.shape[0]):
+            image = images[index : index + 1]
+            outputs.append(self.model(image))
+        return np.concatenate(outputs)
+
+
+class _SavedModelRunner:
+    format = "saved_model"
+
+    def __init__(self, path):
+        self.function = tf.saved_model.load(str(path)).signatures["serving_default"]
+        self.input = {"shape": [None, None, None, 3], "dtype": "float32"}
+        self.output = "logits"
+        self.ops = dict(collections.Counter(_forward_op_types(self.function.graph.as_graph_def())))
+
+    def __call__(self, images):
+        return self.function(images=tf.constant(images, tf.float32))["logits"].numpy()
+
+
+def _forward_op_types(graph_def):
+    """Op types of a graph and of the functions it calls, recursively; gradient functions in
+    the library (for instance of a `tf.custom_gradient`) are not called and not counted."""
+    library = {f.signature.name: f.node_def for f in graph_def.library.function}
+    types, pending, seen = [], [graph_def.node], set()
+    while pending:
+        for node in pending.pop():
+            types.append(node.op)
+            for value in node.attr.values():
+                name = value.func.name
+                if name in library and name not in seen:
+                    seen.add(name)
+                    pending.append(library[name])
+    return types
+
+
+def _size_of(path):
+    path = Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _runner(path):
+    path = Path(path)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return _SavedModelRunner(path)
+    if path.is_file() and path.suffix == ".tflite":
+        return _TFLiteRunner(path)
+    raise ValueError(
+        f"'{path}' is neither a .tflite file nor a SavedModel folder (with saved_model.pb)"
+    )
+
+
+def verify(artifact, keras_model, data, ignore_label=255, max_images=None):
+    """Runs an exported artifact and the Keras model on the same images and compares them.
+
+    Args:
+        artifact: a `.tflite` file or a SavedModel folder.
+        keras_model: the Keras 3 model it was exported from.
+        data: a tf.data.Dataset or iterable of image batches (B, H, W, 3) in [0, 255], or of
+            (images, masks) pairs (then mIoU is measured too), at the artifact's input size.
+        ignore_label: mask value left out of the mIoU.
+        max_images: stop after this many images.
+
+    Returns:
+        A `VerificationReport`.
+    """
+    runner = _runner(artifact)
+    agree = pixels = images_seen = 0
+    max_error, error_sum, scale = 0.0, 0.0, 0.0
+    confusions = None
+    for batch in data:
+        images, masks = (batch[0], batch[1]) if isinstance(batch, tuple | list) else (batch, None)
+        images = np.asarray(images, np.float32)
+        if max_images is not None:
+            images = images[: max_images - images_seen]
+            masks = None if masks is None else np.asarray(masks)[: len(images)]
+        if len(images) == 0:
+            break
+        expected = np.asarray(keras_model(images, training=False), np.float32)
+        actual = runner(images)
+        expected_classes = expected.argmax(-1)
+        actual_classes = actual.astype(np.int64) if runner.output == "mask" else actual.argmax(-1)
+        agree += int(np.sum(actual_classes == expected_classes))
+        pixels += expected_classes.size
+        images_seen += len(images)
+        scale = max(scale, float(np.max(np.abs(expected))))
+        if runner.output == "logits":
+            difference = np.abs(actual - expected)
+            max_error = max(max_error, float(difference.max()))
+            error_sum += float(difference.sum())
+        if masks is not None:
+            classes = expected.shape[-1]
+            pair = np.stack(
+                [
+                    confusion_matrix(masks, expected_classes, classes, ignore_label),
+                    confusion_matrix(masks, actual_classes, classes, ignore_label),
+                ]
+            )
+            confusions = pair if confusions is None else confusions + pair
+        if max_images is not None and images_seen >= max_images:
+            break
+    if pixels == 0:
+        raise ValueError("verify: data yielded no images")
+
+    def miou(confusion):
+        if confusion is None:
+            return None
+        names = [str(i) for i in range(len(confusion))]
+        boundaries = np.zeros((len(confusion), 4), np.int64)
+        return segmentation_report(confusion, boundaries, names)["mean_iou"]
+
+    logits = runner.output == "logits"
+    channels = expected.shape[-1]
+    return VerificationReport(
+        artifact=str(artifact),
+        format=runner.format,
+        size_bytes=_size_of(artifact),
+        images=images_seen,
+        pixels=pixels,
+        agreement=agree / pixels,
+        miou_keras=miou(None if confusions is None else confusions[0]),
+        miou_artifact=miou(None if confusions is None else confusions[1]),
+        max_logit_error=max_error if logits else None,
+        mean_logit_error=error_sum / (pixels * channels) if logits else None,
+        logit_scale=scale,
+        ops=runner.ops,
+        input=runner.input,
+        output=runner.output,
+    )

@@ -1,0 +1,98 @@
+"""The tf_keras bridge and quantization-aware training through TFMOT."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from converters import (
+    QATOptions,
+    export_tflite,
+    quantization_aware_training,
+    to_tf_keras,
+    verify,
+)
+from tests.helpers import (
+    TINY_KWARGS,
+    assert_clean_graph,
+    cell_images,
+    images,
+    randomize_batchnorm,
+    relative_error,
+    trained_tiny_model,
+)
+from tfdeeplab import BACKBONES, DeepLabV3
+
+SIZE = 64
+TINY = {"backbone": "mobilenetv2", "alpha": 0.35, "aspp_filters": 16}
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_bridge_reproduces_the_keras3_model_before_quantization(backbone):
+    model = DeepLabV3(3, backbone, output_stride=8, aspp_filters=16, **TINY_KWARGS[backbone])
+    randomize_batchnorm(model)
+    x = images(2, SIZE, SIZE)
+    expected = model.predict(x, verbose=0)
+    rebuilt = to_tf_keras(model, (SIZE, SIZE))
+    assert isinstance(rebuilt, tf_keras.Model)
+    assert rebuilt.count_params() == model.count_params()
+    assert (
+        relative_error(rebuilt.predict(x, verbose=0), expected) <= 1e-5
+    )  # float32 rounding: a dilated conv runs other kernels
+    dynamic = to_tf_keras(model)  # H and W stay dynamic without an input size
+    odd = images(1, 47, 65)
+    assert (
+        relative_error(dynamic(odd), model(odd)) <= 1e-5
+    )  # float32 rounding: a dilated conv runs other kernels
+
+
+def test_bridge_reproduces_pointrend():
+    model = DeepLabV3(3, pointrend=True, **TINY)
+    randomize_batchnorm(model)
+    x = images(2, SIZE, SIZE)
+    rebuilt = to_tf_keras(model, (SIZE, SIZE))
+    assert (
+        relative_error(rebuilt(x), model(x)) <= 1e-5
+    )  # float32 rounding: a dilated conv runs other kernels
+
+
+def test_bridge_names_a_layer_it_cannot_translate():
+    @keras.saving.register_keras_serializable(package="tests")
+    class Doubling(keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    image = keras.Input((None, None, 3))
+    model = keras.Model(image, Doubling(name="double_it")(image))
+    with pytest.raises(ValueError, match=r"layer 'double_it' \(Doubling\) has no tf_keras"):
+        to_tf_keras(model)
+
+
+@pytest.mark.parametrize("pointrend", [False, True])
+def test_qat_fine_tunes_and_exports_full_integer(pointrend, tmp_path):
+    model = trained_tiny_model(SIZE, pointrend=pointrend, **TINY)
+    train = tf.data.Dataset.from_tensor_slices(cell_images(16, SIZE, seed=0)).batch(4)
+    check = tf.data.Dataset.from_tensor_slices(cell_images(6, SIZE, seed=0)).batch(2)
+    fp32 = export_tflite(model, tmp_path / "fp32.tflite", input_size=SIZE)
+    before = [w.copy() for w in model.get_weights()]
+    options = QATOptions(epochs=1, verbose=0)
+    qat = export_tflite(model, tmp_path / "qat.tflite", "qat", SIZE, train, 16, qat=options)
+    for a, b in zip(before, model.get_weights(), strict=True):  # the Keras 3 model is untouched
+        np.testing.assert_array_equal(a, b)
+    report = verify(qat, model, check)
+    # The converter quantizes the shared point-head weights once per subdivision step (3
+    # int8 copies, measured); at this tiny width the head is a fifth of the model.
+    assert report.size_bytes < fp32.stat().st_size * (0.36 if pointrend else 1 / 3)
+    # Fine-tuning goes on training, so the file is judged by its mIoU, not by agreement with
+    # the float model it left (measured: 31.6 → 39.2 without PointRend, 55.7 → 55.0 with).
+    assert report.miou_drop <= 3
+    assert {"QUANTIZE", "CONV_2D"} <= set(report.ops)
+    assert ("TOPK_V2" in report.ops) == pointrend
+    assert_clean_graph(report.ops)
+
+
+def test_qat_refuses_zero_epochs_before_any_work():
+    model = DeepLabV3(3, **TINY)
+    with pytest.raises(ValueError, match="epochs=0 must be"):
+        quantization_aware_training(model, None, (SIZE, SIZE), QATOptions(epochs=0))
