@@ -7,11 +7,14 @@ weights and activations with fake-quant ops — then fine-tuned with `fit`, so t
 to the rounding before the int8 conversion (Jacob et al., arXiv:1712.05877).
 """
 
+import contextlib
 import dataclasses
+import itertools
 
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
+from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
 from converters import tf_keras_bridge
 
@@ -25,16 +28,21 @@ class QATOptions:
     Attributes:
         epochs: passes over `steps_per_epoch` batches.
         steps_per_epoch: batches per epoch; None: one pass over the data.
-        learning_rate: Adam's learning rate; about a tenth of the training rate, as the
+        learning_rate: Adam's learning rate; about a hundredth of the training rate, as the
             weights only need to adapt to the quantization grid.
         ignore_label: mask value without loss.
+        freeze_batchnorm: keep the trained batch-norm statistics and scales (BN runs in
+            inference mode); fine-tuning then adapts the convolutions to the int8 grid only.
+        calibration_batches: batches that set the activation ranges before fine-tuning.
         verbose: `fit` verbosity (a progress bar by default).
     """
 
     epochs: int = 2
     steps_per_epoch: int | None = None
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-5
     ignore_label: int = 255
+    freeze_batchnorm: bool = True
+    calibration_batches: int = 20
     verbose: str | int = "auto"
 
 
@@ -111,6 +119,40 @@ def quantize_aware_model(float_model):
         return quantize.quantize_apply(annotated)
 
 
+@contextlib.contextmanager
+def _activation_range_decay(decay):
+    """Traces TFMOT's moving-average activation quantizers with another EMA decay.
+
+    TFMOT starts every activation range at [-6, 6] and moves it with a fixed decay of 0.999:
+    after the few hundred steps a CPU fine-tuning affords, ranges are still mostly the start
+    value, far wider than most activations (the normalised image spans [-1, 1]), which costs
+    precision (measured: 5 mIoU points on the synthetic-scenes model before any fine-tuning).
+    A fast decay during a calibration pass sets them from data first, as post-training
+    calibration does. TFMOT has no option for it, so its quant_ops function is wrapped while
+    the calibration step is traced.
+    """
+    original = quant_ops.MovingAvgQuantize
+
+    @tf.autograph.experimental.do_not_convert
+    def with_decay(*args, **kwargs):
+        return original(*args, **{**kwargs, "ema_decay": decay})
+
+    quant_ops.MovingAvgQuantize = with_decay
+    try:
+        yield
+    finally:
+        quant_ops.MovingAvgQuantize = original
+
+
+def calibrate_activation_ranges(qat_model, data, batches, decay=0.7):
+    """Sets a QAT model's activation ranges from `batches` batches of `data` (images or
+    (images, masks)); weights and frozen batch norms are unchanged."""
+    with _activation_range_decay(decay):
+        step = tf.function(lambda images: qat_model(images, training=True))
+        for batch in itertools.islice(data, batches):
+            step(batch[0] if isinstance(batch, tuple | list) else batch)
+
+
 def quantization_aware_training(model, data, input_size, options=QATOptions()):
     """Fine-tunes a quantization-aware copy of a tfdeeplab Keras 3 model.
 
@@ -128,7 +170,12 @@ def quantization_aware_training(model, data, input_size, options=QATOptions()):
     if options.epochs < 1:
         raise ValueError(f"QATOptions.epochs={options.epochs} must be ≥ 1")
     float_model = tf_keras_bridge.to_tf_keras(model, input_size)
+    if options.freeze_batchnorm:
+        for layer in float_model.layers:
+            if isinstance(layer, tf_keras.layers.BatchNormalization):
+                layer.trainable = False  # tf_keras: a frozen BN also runs in inference mode
     qat_model = quantize_aware_model(float_model)
+    calibrate_activation_ranges(qat_model, data, options.calibration_batches)
     qat_model.compile(
         optimizer=tf_keras.optimizers.Adam(options.learning_rate),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(

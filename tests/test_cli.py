@@ -67,3 +67,44 @@ def test_train_evaluate_predict_show_chain(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--data", str(data), "--out", str(run), *tiny]) == 2
     assert "holds a finished run" in capsys.readouterr().err
+
+
+def test_export_writes_verified_artifacts_and_keeps_none_below_min_agreement(tmp_path, capsys):
+    import json
+
+    from tests.helpers import trained_tiny_model
+    from tfdeeplab.data import synthetic_scenes
+
+    data = str(synthetic_scenes(tmp_path / "data", 6, 48, 3, seed=3))
+    model_path = tmp_path / "model.keras"
+    trained_tiny_model(48, epochs=2, backbone="mobilenetv2", alpha=0.35, aspp_filters=16).save(
+        model_path
+    )
+    common = ["export", "--model", str(model_path), "--calibration-data", data,
+              "--input-size", "48", "--val-fraction", "0.5"]  # fmt: skip
+    out = tmp_path / "exports" / "model_dynamic.tflite"
+    assert (
+        main([*common, "--format", "tflite", "--quantization", "dynamic", "--out", str(out)]) == 0
+    )
+    report = json.loads(out.with_name(out.name + ".verification.json").read_text())
+    assert report["images"] == 3 and report["artifact"] == str(out) and report["agreement"] > 0.9
+    assert "| argmax agreement with Keras |" in capsys.readouterr().out
+    assert LiteRTModel(out).input_shape == (1, 48, 48, 3)
+
+    assert main([*common, "--format", "tflite", "--out", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+
+    strict = tmp_path / "exports" / "strict.tflite"
+    assert main([*common, "--format", "tflite", "--quantization", "int8", "--calibration-steps",
+                 "3", "--min-agreement", "1.01", "--out", str(strict)]) == 2  # fmt: skip
+    assert "below min_agreement 101.00%" in capsys.readouterr().err
+    assert not strict.exists() and strict.with_name("strict.tflite.verification.json").is_file()
+
+    served = tmp_path / "exports" / "saved_model"
+    assert main([*common, "--format", "saved_model", "--out", str(served)]) == 0
+    assert (served / "saved_model.pb").is_file()
+    assert main([*common, "--format", "saved_model", "--quantization", "int8",
+                 "--out", str(tmp_path / "other")]) == 2  # fmt: skip
+    assert "applies to --format tflite" in capsys.readouterr().err
+    leftovers = [p.name for p in (tmp_path / "exports").iterdir() if p.name.startswith(".")]
+    assert not leftovers, "temporary files left behind"

@@ -13,6 +13,7 @@ from converters import (
     to_tf_keras,
     verify,
 )
+from converters.qat import calibrate_activation_ranges, quantize_aware_model
 from tests.helpers import (
     TINY_KWARGS,
     assert_clean_graph,
@@ -90,6 +91,19 @@ def test_qat_fine_tunes_and_exports_full_integer(pointrend, tmp_path):
     assert {"QUANTIZE", "CONV_2D"} <= set(report.ops)
     assert ("TOPK_V2" in report.ops) == pointrend
     assert_clean_graph(report.ops)
+
+
+def test_calibration_sets_activation_ranges_from_data():
+    model = DeepLabV3(3, **TINY)
+    qat = quantize_aware_model(to_tf_keras(model, (SIZE, SIZE)))
+    normalization = qat.get_layer("quant_normalization")  # TF mode: RGB [0, 255] → [-1, 1]
+    ranges = {w.name.split("/")[-1]: w for w in normalization.weights}
+    assert float(ranges["output_max:0"].numpy()) == 6.0  # TFMOT's starting range
+    x = np.zeros((2, SIZE, SIZE, 3), "float32")
+    x[0, 0, 0], x[1, 0, 1] = 255.0, 127.5  # the extremes, 1 and 0 after normalisation
+    calibrate_activation_ranges(qat, [x] * 30, batches=30)
+    assert ranges["output_max:0"].numpy() == pytest.approx(1.0, abs=1e-3)
+    assert ranges["output_min:0"].numpy() == pytest.approx(-1.0, abs=1e-3)
 
 
 def test_qat_refuses_zero_epochs_before_any_work():

@@ -253,7 +253,13 @@ def _export_artifact(args, model, size, write):
 
     out = Path(args.out)
     data = calibration_dataset(
-        args.calibration_data, size, split="val", batch_size=1, shuffle=False, seed=args.seed
+        args.calibration_data,
+        size,
+        split="val",
+        batch_size=1,
+        shuffle=False,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
     )
     folder = args.format == "saved_model"
     with atomic_directory(out) if folder else atomic_output(out, suffix=".tflite") as temporary:
@@ -295,6 +301,7 @@ def export_command(args):
             batch_size=batch_size,
             augment=augment,
             seed=args.seed,
+            val_fraction=args.val_fraction,
         )
 
     if args.format == "saved_model":
@@ -463,10 +470,11 @@ def build_parser():
     export.add_argument("--verify-images", type=int, default=50)
     export.add_argument("--qat-epochs", type=int, default=2)
     export.add_argument("--qat-steps", type=int, default=None, help="batches per QAT epoch")
-    export.add_argument("--qat-lr", type=float, default=1e-4)
+    export.add_argument("--qat-lr", type=float, default=1e-5)
     export.add_argument("--qat-batch-size", type=int, default=8)
     export.add_argument("--ignore-label", type=int, default=255)
-    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--val-fraction", type=float, default=0.1, help="as in train")
+    export.add_argument("--seed", type=int, default=0, help="as in train")
     export.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
     export.set_defaults(handler=export_command)
     return parser

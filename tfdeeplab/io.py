@@ -1,4 +1,4 @@
-"""Atomic file writes: an interrupted or failed write never leaves a partial file."""
+"""Atomic writes of files and folders: an interrupted or failed write leaves no partial one."""
 
 import contextlib
 import os
