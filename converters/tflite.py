@@ -15,7 +15,9 @@ def _inference_function(model, output):
     """model(image) as a tf.function, with the argmax in the graph for `Output.MASK`."""
 
     def logits_of(image):
-        return tf.cast(model(image, training=False), tf.float32)
+        # A feature extractor (e.g. `get_backbone`) returns a dict of maps: each is an output.
+        outputs = model(image, training=False)
+        return tf.nest.map_structure(lambda tensor: tf.cast(tensor, tf.float32), outputs)
 
     if output is Output.LOGITS:
         return tf.function(logits_of)
