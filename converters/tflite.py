@@ -7,6 +7,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from converters.calibration import representative_images
 from converters.options import IOType, Output, Quantization
 from tfdeeplab.io import atomic_write_bytes, refuse_overwrite
+from tfdeeplab.layers.atrous import native_dilation
 
 _TF_IO_TYPES = {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8}
 
@@ -74,7 +75,8 @@ def convert_to_tflite(
             "representative_data (e.g. converters.calibration_dataset(folder, input_size))"
         )
     spec = tf.TensorSpec(tuple(input_shape), tf.float32, name="image")
-    concrete = _inference_function(model, output).get_concrete_function(spec)
+    with native_dilation():
+        concrete = _inference_function(model, output).get_concrete_function(spec)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [convert_variables_to_constants_v2(concrete)]
     )

@@ -12,6 +12,7 @@ from tfdeeplab.layers import (
     ImageNormalization,
     ResizeLike,
 )
+from tfdeeplab.layers.atrous import native_dilation
 
 PAIRS = [
     (keras.layers.Conv2D, AtrousConv2D, {"filters": 4, "kernel_size": 3}),
@@ -70,6 +71,29 @@ def test_dilated_convolutions_convert_to_single_dilated_kernels():
     x = AtrousSeparableConv2D(8, 3, padding="same", dilation_rate=3)(x)
     ops = assert_litert_matches(keras.Model(inputs, x), images(1, 32, 32)[..., :1].repeat(8, -1))
     assert sorted(set(ops)) == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+
+
+def test_outside_export_no_op_needs_a_dilated_cpu_kernel():
+    """TF's Eigen CPU kernels lack dilated DepthwiseConv2dNative and dilated Conv2D gradients
+    (only oneDNN has them), so training and serving graphs must not contain dilated native ops;
+    the export trace must."""
+    inputs = keras.Input((None, None, 8))
+    x = AtrousConv2D(8, 3, padding="same", dilation_rate=2)(inputs)
+    x = AtrousDepthwiseConv2D(3, padding="same", dilation_rate=4)(x)
+    model = keras.Model(inputs, x)
+    spec = tf.TensorSpec((1, 16, 16, 8))
+
+    def dilated_ops():
+        graph = tf.function(model).get_concrete_function(spec).graph
+        return [
+            op.type
+            for op in graph.get_operations()
+            if op.type in ("Conv2D", "DepthwiseConv2dNative") and max(op.get_attr("dilations")) > 1
+        ]
+
+    assert dilated_ops() == []
+    with native_dilation():
+        assert sorted(dilated_ops()) == ["Conv2D", "DepthwiseConv2dNative"]
 
 
 def test_keras_dilated_conv_is_what_the_parity_check_catches():

@@ -1,51 +1,64 @@
 """Atrous (dilated) convolutions that convert to one dilated TFLite kernel.
 
 Keras' own convolutions lower `dilation_rate > 1` through `tf.nn.convolution`, which wraps the
-kernel in SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND. The TFLite converter keeps that wrapping, and
-XNNPACK and the GPU delegate run it poorly (keras-team/keras#17450, tensorflow/tensorflow#53025).
-These layers call the Conv2D / DepthwiseConv2dNative ops with their `dilations` attribute instead,
-which convert to a single CONV_2D / DEPTHWISE_CONV_2D with dilation factors.
+kernel in SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND. The TFLite converter keeps that wrapping for
+dynamic input sizes, and XNNPACK and the GPU delegate run it poorly (keras-team/keras#17450,
+tensorflow/tensorflow#53025). Inside `native_dilation()`, which the converters use while tracing,
+these layers emit the Conv2D / DepthwiseConv2dNative ops with their `dilations` attribute
+instead, which convert to a single CONV_2D / DEPTHWISE_CONV_2D with dilation factors.
+
+Outside it they compute exactly as Keras does: TensorFlow's own (Eigen) CPU kernels do not
+implement dilated DepthwiseConv2dNative nor the gradients of dilated Conv2D ("Current CPU
+implementations do not yet support dilation rates larger than 1"); only the oneDNN kernels, which
+TF enables by default on CPUs with AVX-512 VNNI / AMX, do. Training and SavedModel serving must
+run on any CPU, and the converter never executes the graph it traces.
 
 They subclass the Keras layers, so arguments, `get_config` and weight shapes are identical and
 keras.applications weights load into them unchanged.
 """
 
+import contextlib
+import threading
+
 import keras
 import tensorflow as tf
+
+
+_TRACING = threading.local()
+
+
+@contextlib.contextmanager
+def native_dilation():
+    """Traces dilated convolutions of the layers below as single native ops, for export."""
+    previous = getattr(_TRACING, "native", False)
+    _TRACING.native = True
+    try:
+        yield
+    finally:
+        _TRACING.native = previous
 
 
 def _nhwc(pair):
     return [1, int(pair[0]), int(pair[1]), 1]
 
 
+def _native():
+    return getattr(_TRACING, "native", False)
+
+
 def _depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
-    """Depthwise convolution as one DepthwiseConv2dNative op with `dilations`.
-
-    The CPU gradient kernels of DepthwiseConv2dNative ignore `dilations` (measured: wrong input
-    and filter gradients with TF 2.21), so the gradient is taken from `tf.nn.depthwise_conv2d`,
-    whose space-to-batch formulation differentiates correctly. The forward graph, which is what
-    gets exported, keeps the single native op.
-    """
-    strides, dilations = _nhwc(strides), _nhwc(dilation_rate)
     padding = padding.upper()
-
-    @tf.custom_gradient
-    def op(x, k):
-        y = tf.raw_ops.DepthwiseConv2dNative(
-            input=x, filter=k, strides=strides, padding=padding, dilations=dilations
+    if max(dilation_rate) > 1 and _native():
+        return tf.raw_ops.DepthwiseConv2dNative(
+            input=inputs,
+            filter=kernel,
+            strides=_nhwc(strides),
+            padding=padding,
+            dilations=_nhwc(dilation_rate),
         )
-
-        def grad(dy):
-            with tf.GradientTape() as tape:
-                tape.watch([x, k])
-                reference = tf.nn.depthwise_conv2d(x, k, strides, padding, dilations=dilation_rate)
-            return tape.gradient(reference, [x, k], output_gradients=dy)
-
-        return y, grad
-
-    if max(dilation_rate) == 1:
-        return tf.nn.depthwise_conv2d(inputs, kernel, strides, padding)
-    return op(inputs, kernel)
+    return tf.nn.depthwise_conv2d(
+        inputs, kernel, _nhwc(strides), padding, dilations=tuple(dilation_rate)
+    )
 
 
 def _add_bias_and_activate(layer, outputs):
@@ -83,6 +96,8 @@ class AtrousConv2D(_ChannelsLast, keras.layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
+        if max(self.dilation_rate) == 1 or not _native():
+            return super().convolution_op(inputs, kernel)
         return tf.nn.conv2d(
             inputs,
             tf.cast(kernel, inputs.dtype),
