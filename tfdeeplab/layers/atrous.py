@@ -23,7 +23,6 @@ import threading
 import keras
 import tensorflow as tf
 
-
 _TRACING = threading.local()
 
 
