@@ -10,32 +10,15 @@ comparable; absolute times drift on shared machines. Prints a table and writes J
 import argparse
 import json
 import os
-import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.stats import time_runs
+from benchmarks.stats import machine, time_runs
 from tfdeeplab import DeepLabV3
 from tfdeeplab.io import atomic_write_bytes
-
-
-def machine():
-    """CPU model, core count and TensorFlow version, recorded with every measurement."""
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "tensorflow": tf.__version__}
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def measure(

@@ -1,8 +1,33 @@
 """Timing loops and latency statistics in the conventions of TFLite's `benchmark_model`."""
 
+import os
+import platform
 import time
+from importlib import metadata
 
 import numpy as np
+
+
+def machine():
+    """CPU model, core count and library versions, recorded with every measurement."""
+    versions = {}
+    for package in ("tensorflow", "keras", "ai-edge-litert"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), **versions}
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def summarize(seconds):

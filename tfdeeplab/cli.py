@@ -367,6 +367,12 @@ def build_parser():
     run.add_argument("--out", default="runs/demo", help="output folder")
     run.set_defaults(handler=demo)
 
+    commands.add_parser(
+        "benchmark",
+        help="latency, memory and FLOPs of .keras / SavedModel / .tflite artifacts "
+        "(python -m benchmarks.latency; see tfdeeplab benchmark --help)",
+        add_help=False,
+    )
     train = commands.add_parser("train", help="train with model.fit on a folder dataset")
     train.add_argument("--data", required=True, help="folder with images/ and masks/")
     train.add_argument("--out", required=True, help="run folder (resumes if interrupted)")
@@ -481,6 +487,12 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["benchmark"]:  # benchmarks.latency owns its arguments and its help
+        from benchmarks import latency
+
+        latency.main(argv[1:], prog="tfdeeplab benchmark")
+        return 0
     args = build_parser().parse_args(argv)
     if getattr(args, "split", None) == "all":
         args.split = None

