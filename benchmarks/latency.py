@@ -397,14 +397,22 @@ def _cells(row):
     return [template.format(**values) for _, template in _COLUMNS]
 
 
+def _widths():
+    return [42, 18, *(max(10, len(name) + 1) for name, _ in _COLUMNS[2:])]
+
+
 def _plain_row(row):
-    cells = _cells(row)
-    return f"{cells[0]:<34}{cells[1]:<18}" + "".join(f"{cell:>10}" for cell in cells[2:])
+    return "".join(
+        f"{cell:<{width}}" if index < 2 else f"{cell:>{width}}"
+        for index, (cell, width) in enumerate(zip(_cells(row), _widths(), strict=True))
+    )
 
 
 def _plain_header():
-    header = [name for name, _ in _COLUMNS]
-    return f"{header[0]:<34}{header[1]:<18}" + "".join(f"{h[-10:]:>10}" for h in header[2:])
+    return "".join(
+        f"{name:<{width}}" if index < 2 else f"{name:>{width}}"
+        for index, ((name, _), width) in enumerate(zip(_COLUMNS, _widths(), strict=True))
+    )
 
 
 def plain_table(report):
