@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow turns oneDNN on by default only on CPUs with AVX-512 VNNI / AMX. Without it, the Eigen
+# kernels train MobileNetV2 OS16 + PointRend at 256² far slower on an AVX2 CPU (2 cores, batch 8:
+# 27.3 s/step vs 4.6 s/step with oneDNN, measured). Set TF_ENABLE_ONEDNN_OPTS=0 to opt out.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 EPILOG = "Run `tfdeeplab COMMAND --help` for the options of one command."
 
@@ -309,7 +313,7 @@ def build_parser():
     )
     run.add_argument("--out", default="runs/demo", help="output folder (resumes if interrupted)")
     run.add_argument("--data", help="your folder dataset; default: generated synthetic scenes")
-    run.add_argument("--num-images", type=int, default=400, help="generated scenes")
+    run.add_argument("--num-images", type=int, default=300, help="generated scenes")
     run.add_argument("--num-classes", type=int, default=6, help="classes of generated scenes")
     run.add_argument("--backbone", default="mobilenetv2")
     run.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
@@ -317,9 +321,9 @@ def build_parser():
     run.add_argument(
         "--no-pointrend", dest="pointrend", action="store_false", help="plain DeepLabV3"
     )
-    run.add_argument("--image-size", type=int, default=256)
+    run.add_argument("--image-size", type=int, default=192)
     run.add_argument("--batch-size", type=int, default=8)
-    run.add_argument("--epochs", type=int, default=10)
+    run.add_argument("--epochs", type=int, default=6)
     run.add_argument("--steps-per-epoch", type=int, default=None)
     run.add_argument("--lr", type=float, default=None)
     run.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"))

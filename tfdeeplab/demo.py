@@ -38,15 +38,15 @@ class DemoConfig:
 
     out: str = "runs/demo"
     data: str | None = None
-    num_images: int = 400
+    num_images: int = 300
     num_classes: int = 6
     backbone: str = "mobilenetv2"
     alpha: float = 1.0
     output_stride: int = 16
     pointrend: bool = True
-    image_size: int = 256
+    image_size: int = 192
     batch_size: int = 8
-    epochs: int = 10
+    epochs: int = 6
     steps_per_epoch: int | None = None
     lr: float | None = None
     optimizer: str = "adamw"
