@@ -14,10 +14,6 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow turns oneDNN on by default only on CPUs with AVX-512 VNNI / AMX. Without it, the Eigen
-# kernels train MobileNetV2 OS16 + PointRend at 256² far slower on an AVX2 CPU (2 cores, batch 8:
-# 27.3 s/step vs 4.6 s/step with oneDNN, measured). Set TF_ENABLE_ONEDNN_OPTS=0 to opt out.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 EPILOG = "Run `tfdeeplab COMMAND --help` for the options of one command."
 
