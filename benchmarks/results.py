@@ -100,7 +100,7 @@ def targets(report, peers):
         best = max(rows, key=lambda row: row["fraction_of_peak"])
         verdict = "met" if best["fraction_of_peak"] >= 0.6 else "not met"
         lines.append(
-            f"- Best {precision} ResNet-50 artifact: {best['label']} ({best['format']}) at "
+            f"- Best {precision} ResNet-50 artifact: {best['label']} ({best['kind']}) at "
             f"{best['gflops_per_s']:.1f} GFLOP/s, {100 * best['fraction_of_peak']:.0f}% of the "
             f"measured {report['matmul_peak_gflops']:.1f} GFLOP/s float32 matmul peak (target "
             f"≥ 60%: {verdict})"
@@ -135,7 +135,8 @@ def write_results(path, report, peers, command, wall_s):
         [
             f"- Machine: {machine['cpu']}, {machine['cores']} cores; TensorFlow "
             f"{machine['tensorflow']}, Keras {machine['keras']}, LiteRT "
-            f"{machine['ai-edge-litert']}.",
+            f"{machine['ai-edge-litert']}; TF_ENABLE_ONEDNN_OPTS "
+            f"{machine.get('tf_onednn_opts', 'unset (TF default: off without AVX-512)')}.",
             f"- float32 matmul peak measured by the harness: "
             f"{report['matmul_peak_gflops']:.1f} GFLOP/s ({settings['threads']} threads; "
             f"TensorFlow {matmul['tensorflow']:.1f}, XNNPACK {matmul['xnnpack']:.1f}).",

@@ -16,7 +16,10 @@ def machine():
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), **versions}
+    # TensorFlow's oneDNN kernels change TF timings both ways (see README, Training);
+    # `import tfdeeplab` sets this variable unless it was set before.
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TF default: off without AVX-512)")
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), **versions, "tf_onednn_opts": onednn}
 
 
 def _cpu_model():

@@ -309,32 +309,43 @@ def _report(config, out, data, summary, evaluation, exports, latency_report, sta
     model = f"DeepLabV3 {config.backbone} (alpha {config.alpha}) OS{config.output_stride}" + (
         " + PointRend" if config.pointrend else ""
     )
+    facts = "\n".join(
+        [
+            f"- Machine: {machine()['cpu']}, {machine()['cores']} cores, Python "
+            f"{platform.python_version()}; this run's stages took {minutes:.1f} min ({timings}).",
+            f"- Data: `{data}`, {summary['train_images']} training / {summary['val_images']} "
+            f"validation images, {summary['num_classes']} classes, trained and evaluated at "
+            f"{config.image_size}².",
+            f"- Model: {model}, {summary['num_classes']} classes.",
+        ]
+    )
+    budget = " (stopped by the time budget)" if summary["stopped_by_time_budget"] else ""
+    training = (
+        f"{summary['epochs_run_this_time']} epochs of {summary['steps_per_epoch']} steps in this "
+        f"session{' (resumed)' if summary['resumed'] else ''}, "
+        f"{summary['wall_seconds'] / 60:.1f} min at {summary['train_images_per_second']:.1f} "
+        f"images/s; best validation mIoU {_percent(summary['best_val_mean_iou'])}%{budget}."
+    )
+    scores = (
+        f"mIoU **{_percent(evaluation['mean_iou'])}**, pixel accuracy "
+        f"{_percent(evaluation['pixel_accuracy'])}, mean boundary F1 "
+        f"{_percent(evaluation['mean_boundary_f1'])} (percent; boundary tolerance "
+        f"{evaluation['boundary_tolerance_px']} px)."
+    )
     text = f"""# tfdeeplab demo report
 
 - Command: `{command}`
-- Machine: {machine()["cpu"]}, {machine()["cores"]} cores, Python {platform.python_version()};
-  this run's stages took {minutes:.1f} min ({timings}).
-- Data: `{data}`, {summary["train_images"]} training / {summary["val_images"]} validation
-  images, {summary["num_classes"]} classes, trained and evaluated at {config.image_size}².
-- Model: {model}, {summary["num_classes"]} classes.
+{facts}
 
 ## Training
 
-{summary["epochs_run_this_time"]} epochs of {summary["steps_per_epoch"]} steps in this
-session{" (resumed)" if summary["resumed"] else ""}, {summary["wall_seconds"] / 60:.1f} min at
-{summary["train_images_per_second"]:.1f} images/s; best validation mIoU
-{_percent(summary["best_val_mean_iou"])}%{
-        " (stopped by the time budget)" if summary["stopped_by_time_budget"] else ""
-    }.
+{training}
 
 ![training curve](train/training_curve.png)
 
 ## Evaluation of train/best.keras (validation split, {evaluation["images"]} images)
 
-mIoU **{_percent(evaluation["mean_iou"])}**, pixel accuracy
-{_percent(evaluation["pixel_accuracy"])}, mean boundary F1
-{_percent(evaluation["mean_boundary_f1"])} (percent; boundary tolerance
-{evaluation["boundary_tolerance_px"]} px).
+{scores}
 
 | class | IoU | precision | recall | boundary F1 | pixels |
 | --- | --- | --- | --- | --- | --- |
