@@ -166,24 +166,13 @@ def predict_command(args):
 
 
 def show_command(args):
-    from tfdeeplab.inference import predict_probabilities
+    from tfdeeplab.inference import prediction_rows
     from tfdeeplab.visualize import save_grid
 
     model = _load_model(args.model)
     num_classes = model.output_shape[-1]
     folder, dataset = _eval_dataset(args, num_classes)
-    colours = np.asarray(folder.colors, np.uint8)
-    rows = []
-    for images, masks in dataset:
-        predictions = predict_probabilities(model, images, args.scales, args.flip).argmax(-1)
-        for image, mask, prediction in zip(images.numpy(), masks.numpy(), predictions, strict=True):
-            truth = colours[np.where(mask == folder.ignore_label, 0, mask)]
-            truth[mask == folder.ignore_label] = 255
-            rows.append([image, truth, colours[prediction]])
-            if len(rows) == args.count:
-                break
-        if len(rows) == args.count:
-            break
+    rows = prediction_rows(model, dataset, folder, args.count, args.scales, args.flip)
     path = save_grid(args.out, rows, ("image", "ground truth", "prediction"))
     print(f"Wrote {path} ({len(rows)} rows: image / ground truth / prediction)")
     return 0

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from tfdeeplab.io import atomic_write_bytes
 from tfdeeplab.training import RunExistsError, TrainConfig, train
@@ -186,24 +185,15 @@ def _evaluate(config, model, data, out):
 
 
 def _predictions(config, model, data, out, count=6):
-    from tfdeeplab.inference import predict_probabilities
+    from tfdeeplab.inference import prediction_rows
     from tfdeeplab.visualize import save_grid
 
     path = out / "predictions.png"
     if path.exists():
         return path
     folder, dataset = _val_data(config, data, (config.image_size, config.image_size))
-    colours = np.asarray(folder.colors, np.uint8)
-    rows = []
-    for images, masks in dataset:
-        predictions = predict_probabilities(model, images).argmax(-1)
-        for image, mask, prediction in zip(images.numpy(), masks.numpy(), predictions, strict=True):
-            truth = colours[np.where(mask == folder.ignore_label, 0, mask)]
-            truth[mask == folder.ignore_label] = 255
-            rows.append([image, truth, colours[prediction]])
-        if len(rows) >= count:
-            break
-    save_grid(path, rows[:count], ("image", "ground truth", "prediction"))
+    rows = prediction_rows(model, dataset, folder, count)
+    save_grid(path, rows, ("image", "ground truth", "prediction"))
     print(f"Wrote {path}")
     return path
 

@@ -70,3 +70,21 @@ def evaluate(
         images=count, scales=list(scales), flip=bool(flip), boundary_tolerance_px=tolerance
     )
     return report
+
+
+def prediction_rows(model, dataset, folder, count, scales=(1.0,), flip=False):
+    """Up to `count` [image, ground truth, prediction] RGB rows for `visualize.save_grid`.
+
+    Masks are drawn in the folder's class colours; ignored pixels are white.
+    """
+    colours = np.asarray(folder.colors, np.uint8)
+    rows = []
+    for images, masks in dataset:
+        predictions = predict_probabilities(model, images, scales, flip).argmax(-1)
+        for image, mask, prediction in zip(images.numpy(), masks.numpy(), predictions, strict=True):
+            truth = colours[np.where(mask == folder.ignore_label, 0, mask)]
+            truth[mask == folder.ignore_label] = 255
+            rows.append([image, truth, colours[prediction]])
+            if len(rows) == count:
+                return rows
+    return rows
