@@ -12,10 +12,18 @@ from tfdeeplab.layers.atrous import native_dilation
 _TF_IO_TYPES = {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8}
 
 
-def _inference_function(model, output):
-    """model(image) as a tf.function, with the argmax in the graph for `Output.MASK`."""
+def _inference_function(model, output, byte_input=False):
+    """model(image) as a tf.function, with the argmax in the graph for `Output.MASK`.
+
+    With `byte_input`, the image first passes a FakeQuant over [0, 255] with 256 levels: the
+    converter takes the input tensor's quantization from it, scale 1 and zero point 0 for uint8
+    (-128 for int8), instead of from the calibration images' min and max, which would make the
+    integer input raw RGB bytes only when calibration happened to span exactly 0..255.
+    """
 
     def logits_of(image):
+        if byte_input:
+            image = tf.quantization.fake_quant_with_min_max_args(image, 0.0, 255.0, num_bits=8)
         # A feature extractor (e.g. `get_backbone`) returns a dict of maps: each is an output.
         outputs = model(image, training=False)
         return tf.nest.map_structure(lambda tensor: tf.cast(tensor, tf.float32), outputs)
@@ -56,7 +64,9 @@ def convert_to_tflite(
             "int8", optional for "qat" (ranges of layers without fake-quant, e.g. PointRend).
         calibration_steps: images drawn from `representative_data`.
         output: an `Output`: "logits" or "mask".
-        io_type: an `IOType`; integer input (and logits output) for "int8"/"qat".
+        io_type: an `IOType`; integer input (and logits output) for "int8"/"qat". An integer
+            input is the image's bytes: uint8 with scale 1 and zero point 0 (camera bytes as
+            they are), int8 with scale 1 and zero point -128 (bytes minus 128).
 
     Returns:
         The flatbuffer as bytes.
@@ -75,8 +85,9 @@ def convert_to_tflite(
             "representative_data (e.g. converters.calibration_dataset(folder, input_size))"
         )
     spec = tf.TensorSpec(tuple(input_shape), tf.float32, name="image")
+    byte_input = io_type is not IOType.FLOAT32
     with native_dilation():
-        concrete = _inference_function(model, output).get_concrete_function(spec)
+        concrete = _inference_function(model, output, byte_input).get_concrete_function(spec)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [convert_variables_to_constants_v2(concrete)]
     )

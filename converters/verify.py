@@ -29,8 +29,9 @@ class VerificationReport:
     Attributes:
         artifact: the verified path; format: "tflite" or "saved_model".
         size_bytes: file (or folder) size.
-        images, pixels: how much was compared.
-        agreement: fraction of pixels whose class (argmax) equals Keras'.
+        images, pixels: how much was compared: with labels, only labelled pixels (not the
+            ignore label, which also marks evaluation padding) count.
+        agreement: fraction of those pixels whose class (argmax) equals Keras'.
         miou_keras, miou_artifact: mIoU against the labels (None without labels).
         max_logit_error, mean_logit_error: |artifact - Keras| over logits (None when the
             artifact outputs class ids); logit_scale: max |Keras logit|, to read them against.
@@ -86,7 +87,7 @@ class VerificationReport:
         rows = [
             ("artifact", f"`{self.artifact}` ({self.format}, output {self.output})"),
             ("size", f"{self.size_bytes / 2**20:.2f} MiB"),
-            ("compared", f"{self.images} images, {self.pixels} pixels"),
+            ("compared", f"{self.images} images, {self.pixels} labelled pixels"),
             ("argmax agreement with Keras", f"{percent(self.agreement)} %"),
             (
                 "mIoU Keras / artifact",
@@ -189,7 +190,7 @@ def verify(artifact, keras_model, data, ignore_label=255, max_images=None):
         keras_model: the Keras 3 model it was exported from.
         data: a tf.data.Dataset or iterable of image batches (B, H, W, 3) in [0, 255], or of
             (images, masks) pairs (then mIoU is measured too), at the artifact's input size.
-        ignore_label: mask value left out of the mIoU.
+        ignore_label: mask value left out of the agreement and the mIoU.
         max_images: stop after this many images.
 
     Returns:
@@ -202,6 +203,7 @@ def verify(artifact, keras_model, data, ignore_label=255, max_images=None):
     for batch in data:
         images, masks = (batch[0], batch[1]) if isinstance(batch, tuple | list) else (batch, None)
         images = np.asarray(images, np.float32)
+        masks = None if masks is None else np.asarray(masks)
         if max_images is not None:
             images = images[: max_images - images_seen]
             masks = None if masks is None else np.asarray(masks)[: len(images)]
@@ -211,8 +213,11 @@ def verify(artifact, keras_model, data, ignore_label=255, max_images=None):
         actual = runner(images)
         expected_classes = expected.argmax(-1)
         actual_classes = actual.astype(np.int64) if runner.output == "mask" else actual.argmax(-1)
-        agree += int(np.sum(actual_classes == expected_classes))
-        pixels += expected_classes.size
+        # With labels, only labelled pixels count: padding and ignored pixels (where both models
+        # trivially agree on the padding colour) would inflate the agreement.
+        counted = np.ones(expected_classes.shape, bool) if masks is None else masks != ignore_label
+        agree += int(np.sum((actual_classes == expected_classes) & counted))
+        pixels += int(counted.sum())
         images_seen += len(images)
         scale = max(scale, float(np.max(np.abs(expected))))
         if runner.output == "logits":
@@ -230,8 +235,10 @@ def verify(artifact, keras_model, data, ignore_label=255, max_images=None):
             confusions = pair if confusions is None else confusions + pair
         if max_images is not None and images_seen >= max_images:
             break
-    if pixels == 0:
+    if images_seen == 0:
         raise ValueError("verify: data yielded no images")
+    if pixels == 0:
+        raise ValueError(f"verify: every pixel of the data is the ignore label {ignore_label}")
 
     def miou(confusion):
         if confusion is None:

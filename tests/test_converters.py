@@ -142,3 +142,72 @@ def test_quantization_enum_accepts_members_and_values():
     assert Quantization.parse("int8", "q") is Quantization.INT8
     assert Quantization.parse(Quantization.QAT, "q").integer
     assert not Quantization.parse("dynamic", "q").integer
+
+
+def test_uint8_input_is_raw_bytes_whatever_the_calibration_range(model, tmp_path):
+    """Calibrated on images in [20, 230], the uint8 input still has scale 1 and zero point 0
+    (int8: -128), so a phone feeds camera bytes as they are."""
+    x, _ = cell_images(4, SIZE, seed=0)  # images the tiny model was trained on
+    raw = np.round(np.clip(x, 0, 255) * (210 / 255) + 20)  # bytes in [20, 230]
+    narrow = [image[None] for image in raw]
+    expected = model.predict(raw, verbose=0).argmax(-1)
+    for io_type, zero_point in (("uint8", 0), ("int8", -128)):
+        path = export_tflite(
+            model, tmp_path / f"{io_type}.tflite", "int8", SIZE, narrow, 4, io_type=io_type
+        )
+        litert = LiteRTModel(path)
+        detail = litert.input_details[0]
+        assert detail["quantization"] == (1.0, zero_point)
+        litert(raw[:1])  # allocates the tensors
+        interpreter = litert.interpreter
+        agree = []
+        for image, classes in zip(raw, expected, strict=True):
+            interpreter.set_tensor(detail["index"], (image[None] + zero_point).astype(io_type))
+            interpreter.invoke()
+            agree.append(np.mean(litert.output().argmax(-1)[0] == classes))
+        assert np.mean(agree) >= 0.95  # a scale other than 1 would misread every byte
+
+
+def test_verify_counts_only_labelled_pixels(model, tmp_path):
+    """Padding (the ignore label) is where both models trivially agree: it must not count."""
+    x = images(1, SIZE, SIZE)
+    path = export_tflite(model, tmp_path / "m.tflite", input_size=SIZE)
+    labels = model.predict(x, verbose=0).argmax(-1)
+    labels[:, :, SIZE // 2 :] = 255  # the right half is padding
+
+    def disagrees_on_the_left(batch, training=False):
+        logits = np.array(model(batch, training=training))
+        logits[:, :, : SIZE // 2] = np.roll(logits[:, :, : SIZE // 2], 1, axis=-1)
+        return logits
+
+    report = verify(path, disagrees_on_the_left, [(x, labels)])
+    assert report.pixels == SIZE * SIZE // 2
+    assert report.agreement == 0.0
+
+
+def test_export_command_threads_the_ignore_label_everywhere(monkeypatch, tmp_path):
+    from tfdeeplab import cli
+
+    seen = {}
+
+    def calibration_dataset(root, size, **kwargs):
+        seen.setdefault("calibration", []).append(kwargs["ignore_label"])
+        return [(images(1, SIZE, SIZE), np.zeros((1, SIZE, SIZE), np.int32))]
+
+    def verify_stub(artifact, model, data, ignore_label=255, max_images=None):
+        seen["verify"] = ignore_label
+        raise ValueError("stop after verification")
+
+    def export_stub(model, path, *args, qat=None, **kwargs):
+        seen["qat"] = qat.ignore_label
+        path.write_bytes(b"tflite")
+
+    monkeypatch.setattr(converters, "calibration_dataset", calibration_dataset)
+    monkeypatch.setattr(converters, "verify", verify_stub)
+    monkeypatch.setattr(converters, "export_tflite", export_stub)
+    monkeypatch.setattr(cli, "_load_model", lambda path: None)
+    argv = ["export", "--model", "m.keras", "--format", "tflite", "--input-size", str(SIZE)]
+    argv += ["--calibration-data", str(tmp_path), "--out"]
+    argv += [str(tmp_path / "m.tflite"), "--quantization", "qat", "--ignore-label", "7"]
+    assert cli.main(argv) == 2
+    assert seen == {"calibration": [7, 7], "verify": 7, "qat": 7}

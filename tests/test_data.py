@@ -60,8 +60,8 @@ def test_evaluation_view_is_deterministic_and_pads_with_the_ignore_label(scenes)
     first = [m.numpy() for _, m in dataset]
     second = [m.numpy() for _, m in dataset]
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
-    # 48×40 scenes: the longer side becomes 64, the other 53; the 11 columns after are padding.
-    assert np.all(first[0][:, :, 54:] == 255) and np.all(first[0][:, :, :52] != 255)
+    # 48×40 scenes: the longer side becomes 64, the other round(53.3) = 53; then padding.
+    assert np.all(first[0][:, :, 53:] == 255) and np.all(first[0][:, :, :53] != 255)
     assert sum(len(m) for m in first) == 12
 
 
@@ -169,3 +169,23 @@ def test_validation_happens_once_when_the_dataset_is_built(scenes, tmp_path):
         warnings.simplefilter("error")
         _break(root, "label too large")
         assert len(list(dataset)) == 2
+
+
+def test_cached_pipeline_reshuffles_every_epoch_and_decodes_the_same(scenes):
+    def epoch_orders(dataset, epochs):
+        iterator = iter(dataset)
+        # One image per element; its mean colour identifies the scene.
+        order = [round(float(np.mean(next(iterator)[0])), 3) for _ in range(12 * epochs)]
+        return [order[i * 12 : (i + 1) * 12] for i in range(epochs)]
+
+    kwargs = {"image_size": (48, 40), "batch_size": 1, "augment": False, "seed": 5}
+    cached = load_segmentation_folder(scenes, cache=True, **kwargs).repeat()
+    orders = epoch_orders(cached, 3)
+    assert sorted(orders[0]) == sorted(orders[1]) == sorted(orders[2])
+    assert orders[0] != orders[1] and orders[1] != orders[2]
+    plain = load_segmentation_folder(scenes, shuffle=False, **kwargs)
+    cached_plain = load_segmentation_folder(scenes, shuffle=False, cache=True, **kwargs)
+    for _ in range(2):  # the second pass reads the cache
+        for (a, m), (b, n) in zip(plain, cached_plain, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(m, n)

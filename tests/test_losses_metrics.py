@@ -93,6 +93,41 @@ def test_report_from_counts():
     assert "mIoU 55.0" in format_report(report)
 
 
+def test_miou_counts_classes_predicted_but_absent_as_keras_does():
+    labels = np.array([[[0, 0, 1, 1], [0, 0, 1, 255]]])
+    predictions = np.array([[[0, 2, 1, 1], [0, 0, 1, 1]]])  # class 2 predicted, never labelled
+    confusion = confusion_matrix(labels, predictions, 4)  # class 3: in neither: left out
+    report = segmentation_report(confusion, np.zeros((4, 4), np.int64), list("abcd"))
+    expected = (3 / 4 + 3 / 3 + 0) / 3
+    assert report["mean_iou"] == pytest.approx(expected)
+    assert report["classes"][2]["iou"] == 0 and report["classes"][3]["iou"] is None
+    keras_iou = mean_iou(4)
+    keras_iou.update_state(labels, np.eye(4)[predictions])
+    assert float(keras_iou.result()) == pytest.approx(expected)
+    assert "union" in report["mean_iou_definition"]
+
+
+def test_flip_is_undone():
+    """With flip on, the prediction of a mirrored image is the mirrored prediction; a flip that
+    was not undone breaks this for a model that is not mirror-symmetric."""
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same", kernel_initializer="random_normal")
+    model = keras.Model(inputs, conv(inputs))
+    image = np.random.default_rng(1).uniform(0, 255, (1, 9, 13, 3)).astype("float32")
+    mirrored = image[:, :, ::-1]
+    flipped = predict_probabilities(model, mirrored, flip=True)
+    np.testing.assert_allclose(
+        flipped, predict_probabilities(model, image, flip=True)[:, :, ::-1], rtol=1e-5, atol=1e-6
+    )
+    expected = (
+        keras.ops.softmax(model(image), -1) + keras.ops.softmax(model(mirrored), -1)[:, :, ::-1]
+    ) / 2
+    np.testing.assert_allclose(
+        predict_probabilities(model, image, flip=True), expected, rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(predict_probabilities(model, image), expected, atol=1e-3)
+
+
 def test_multi_scale_flip_probabilities():
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same")(inputs))

@@ -4,7 +4,13 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import assert_litert_matches, assert_save_load_equal, images
-from tfdeeplab.layers.pointrend import PointHead, PointRendRefiner, _replace_rows
+from tfdeeplab.layers.point_features import point_sample
+from tfdeeplab.layers.pointrend import (
+    PointHead,
+    PointRendRefiner,
+    _replace_rows,
+    adaptive_subdivision,
+)
 
 
 def test_point_head_concatenates_the_coarse_prediction_everywhere():
@@ -81,3 +87,25 @@ def test_refiner_saves_and_converts_to_litert_with_builtin_ops(tmp_path):
     assert_save_load_equal(model, x, tmp_path, atol=1e-5)
     ops = assert_litert_matches(model, x, rtol=1e-3, dynamic_size=False)
     assert {"TOPK_V2", "GATHER_ND", "SCATTER_ND", "RESIZE_BILINEAR"} <= set(ops)
+
+
+def test_every_subdivision_step_feeds_the_head_the_original_coarse_logits():
+    """detectron2's inference samples the head's coarse input from the coarse logits at every
+    step. A head far from the coarse logits (constant 100) must not leak into later steps."""
+    rng = np.random.default_rng(0)
+    coarse = tf.constant(rng.normal(size=(1, 4, 4, 3)), tf.float32)
+    # Fine features are the cell centres of the step-2 (16×16) map: sampled at a step-2 cell
+    # centre they return that point.
+    centres = (np.arange(16) + 0.5) / 16
+    fine = tf.constant(np.stack(np.meshgrid(centres, centres), -1)[None], tf.float32)
+    seen = []
+
+    def head(inputs):
+        seen.append(inputs)
+        return tf.fill(tf.shape(inputs[1]), 100.0)
+
+    adaptive_subdivision(coarse, fine, (32, 32), head, steps=2, points=10)
+    fine_points, coarse_points = seen[1]
+    assert fine_points.shape == (1, 10, 2)
+    np.testing.assert_allclose(coarse_points, point_sample(coarse, fine_points), atol=1e-6)
+    assert np.abs(coarse_points).max() < 10  # nothing of the head's 100s

@@ -6,7 +6,7 @@ import tensorflow as tf
 from converters import LiteRTModel, convert_to_tflite
 from tests.helpers import assert_save_load_equal, images
 from tfdeeplab import DeepLabV3
-from tfdeeplab.layers.pointrend import PointRendDeepLab, labels_at_points
+from tfdeeplab.layers.pointrend import PointRendDeepLab, labels_at_points, point_loss
 from tfdeeplab.losses import SegmentationLoss
 
 TINY = {"backbone": "mobilenetv2", "alpha": 0.35, "aspp_filters": 16, "pointrend": True}
@@ -85,3 +85,35 @@ def test_pointrend_saved_model_serves_any_size(tmp_path):
     for size in [(64, 64), (65, 47)]:
         x = images(1, *size)
         np.testing.assert_allclose(served.serve(x), model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_masks_with_a_channel_axis_train_and_give_the_same_losses():
+    """Masks decoded with `tf.io.decode_png(channels=1)` are (B, H, W, 1). Square crops: a
+    broadcasting error there would not raise but silently compute something else."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 3, size=(4, 32, 32)).astype("int32")
+    y[0, :5] = 255
+    dense = SegmentationLoss(3)
+    logits = rng.normal(size=(4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(dense(y[..., None], logits), dense(y, logits), rtol=1e-6)
+
+    model = DeepLabV3(3, dropout=0.0, **TINY)
+    model.compile(keras.optimizers.SGD(1e-3), SegmentationLoss(3))
+    refiner = model.get_layer("pointrend")
+    y_pred = model(x, training=True)
+    points, point_logits = refiner.training_points, refiner.training_point_logits
+    flat = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+    refiner.training_points, refiner.training_point_logits = points, point_logits
+    with_axis = model.compute_loss(x=x, y=y[..., None], y_pred=y_pred, training=True)
+    np.testing.assert_allclose(with_axis, flat, rtol=1e-6)
+    history = model.fit(x, y[..., None], batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_point_loss_is_the_cross_entropy_at_the_points_by_hand():
+    labels = tf.constant([[0, 2, 255, 1]])
+    logits = tf.constant([[[2.0, 0.0, 0.0], [0.0, 1.0, 3.0], [9.0, 0.0, 0.0], [1.0, 1.0, 1.0]]])
+    log_p = logits.numpy() - np.log(np.exp(logits.numpy()).sum(-1, keepdims=True))
+    expected = -(log_p[0, 0, 0] + log_p[0, 1, 2] + log_p[0, 3, 1]) / 3  # 255 left out
+    np.testing.assert_allclose(point_loss(labels, logits, 255), expected, rtol=1e-6)

@@ -196,11 +196,12 @@ def _export_artifact(args, model, size, write):
         shuffle=False,
         seed=args.seed,
         val_fraction=args.val_fraction,
+        ignore_label=args.ignore_label,
     )
     folder = args.format == "saved_model"
     with atomic_directory(out) if folder else atomic_output(out, suffix=".tflite") as temporary:
         write(temporary)
-        report = verify(temporary, model, data, max_images=args.verify_images)
+        report = verify(temporary, model, data, args.ignore_label, max_images=args.verify_images)
         report.artifact = str(out)
         report_path = report.write_json(out.with_name(out.name + ".verification.json"))
         print(report.to_markdown())
@@ -238,6 +239,7 @@ def export_command(args):
             augment=augment,
             seed=args.seed,
             val_fraction=args.val_fraction,
+            ignore_label=args.ignore_label,
         )
 
     if args.format == "saved_model":

@@ -8,6 +8,7 @@ from tfdeeplab.backbones import OUTPUT_STRIDES, get_backbone
 from tfdeeplab.layers.aspp import ASPP
 from tfdeeplab.layers.pointrend import PointRendDeepLab, PointRendRefiner
 from tfdeeplab.layers.resize_like import ResizeLike
+from tfdeeplab.segmentation_model import SegmentationModel
 
 PAPER_RATES_AT_OS16 = (6, 12, 18)
 
@@ -125,7 +126,7 @@ def DeepLabV3(
     name = name or f"deeplabv3_{backbone}_os{output_stride}"
     if not pointrend:
         logits = ResizeLike("bilinear", dtype="float32", name="logits")([x, images])
-        return keras.Model(images, logits, name=name)
+        return SegmentationModel(images, logits, name=name)
     steps = output_stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
     refiner = PointRendRefiner(
         num_classes, steps=steps, points=pointrend_points, dtype="float32", name="pointrend"

@@ -10,7 +10,48 @@ Shapes: B batch, H height, W width, C classes.
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
+
+
+def sparse_labels(y_true, logits_rank):
+    """Class-index labels with one dimension fewer than the logits: (B, H, W) stays, (B, H, W, 1)
+    (masks decoded with `tf.io.decode_png(channels=1)`) loses its last axis."""
+    labels = ops.convert_to_tensor(y_true)
+    if len(labels.shape) == logits_rank:
+        if labels.shape[-1] != 1:
+            raise ValueError(
+                f"labels of shape {tuple(labels.shape)} do not match logits of rank "
+                f"{logits_rank}: expected (..., H, W) or (..., H, W, 1) class indices"
+            )
+        labels = ops.squeeze(labels, axis=-1)
+    return labels
+
+
+def replica_mean(total, count):
+    """`total` / `count`, with `count` summed over all replicas of a `tf.distribute` step.
+
+    Keras sums the gradients of the replicas' losses and divides only non-scalar losses by the
+    number of replicas. A loss normalised by the *global* count of valid pixels (or points) is
+    exact for any replica count: the replicas' sums of `total` / global count add up to the
+    mean over the global batch, whatever the split of ignored pixels between replicas. Outside
+    a strategy (one replica) this is `total` / `count`.
+    """
+    count = tf.stop_gradient(tf.cast(count, tf.float32))
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return tf.cast(total, tf.float32) / tf.maximum(count, 1.0)
+
+
+def scale_for_replicas(value):
+    """`value` / number of replicas in a `tf.distribute` replica context, so that the sum over
+    replicas of a per-replica average is the average over replicas (for terms, such as soft
+    dice, that are not sums over pixels)."""
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        return value / context.num_replicas_in_sync
+    return value
 
 
 def class_weights_from_frequencies(pixel_counts, ignore_zero_counts=True):
@@ -41,7 +82,9 @@ class SegmentationLoss(keras.losses.Loss):
         focal_gamma: γ of the focal term (1 - p_t)^γ (Lin et al. 2017); 0 is plain CE.
         dice_weight: weight of the soft-dice term (1 - mean dice over classes) added to CE.
 
-    Call with y_true (B, H, W) int and y_pred logits (B, H, W, C); returns a scalar.
+    Call with y_true (B, H, W) or (B, H, W, 1) int and y_pred logits (B, H, W, C); returns a
+    scalar: the mean over the valid pixels of the whole global batch, also under
+    `tf.distribute` (see `replica_mean`).
     """
 
     def __init__(
@@ -70,11 +113,10 @@ class SegmentationLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         logits = ops.cast(y_pred, "float32")
-        labels = ops.cast(y_true, "int32")
+        labels = ops.cast(sparse_labels(y_true, len(logits.shape)), "int32")
         valid = ops.not_equal(labels, self.ignore_label)
         safe_labels = ops.where(valid, labels, 0)
         valid_f = ops.cast(valid, "float32")
-        count = ops.maximum(ops.sum(valid_f), 1.0)
 
         log_probs = ops.log_softmax(logits, axis=-1)
         one_hot = ops.one_hot(safe_labels, self.num_classes, dtype="float32")
@@ -84,7 +126,7 @@ class SegmentationLoss(keras.losses.Loss):
             per_pixel = per_pixel * ops.power(1.0 - ops.exp(log_p_true), self.focal_gamma)
         if self.class_weights is not None:
             per_pixel = per_pixel * ops.take(ops.convert_to_tensor(self.class_weights), safe_labels)
-        loss = ops.sum(per_pixel * valid_f) / count
+        loss = replica_mean(ops.sum(per_pixel * valid_f), ops.sum(valid_f))
 
         if self.dice_weight:
             probs = ops.exp(log_probs) * valid_f[..., None]
@@ -93,7 +135,8 @@ class SegmentationLoss(keras.losses.Loss):
             intersection = ops.sum(probs * one_hot, axis=axes)
             total = ops.sum(probs, axis=axes) + ops.sum(one_hot, axis=axes)
             dice = (2 * intersection + 1.0) / (total + 1.0)
-            loss = loss + self.dice_weight * (1.0 - ops.mean(dice))
+            # Per-replica dice, averaged over replicas: exact with one replica.
+            loss = loss + scale_for_replicas(self.dice_weight * (1.0 - ops.mean(dice)))
         return loss
 
     def get_config(self):

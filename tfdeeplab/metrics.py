@@ -91,8 +91,11 @@ def segmentation_report(confusion, boundaries, class_names):
 
     Returns:
         A JSON-ready dict: "classes" (per class: iou, precision, recall, f1, boundary_f1,
-        pixels), "mean_iou", "pixel_accuracy", "mean_boundary_f1". Means are over classes that
-        occur in the labels; a class absent from both labels and predictions has NaN scores.
+        pixels), "mean_iou", "pixel_accuracy", "mean_boundary_f1", "mean_iou_definition".
+        mIoU is the standard one (Keras' `MeanIoU`, mmsegmentation, the PASCAL VOC devkit): the
+        mean IoU over classes whose union of labelled and predicted pixels is non-empty, so a
+        class predicted but absent from the labels counts with IoU 0. Mean boundary F1 is over
+        classes with true edges. A class absent from both labels and predictions has None.
     """
     confusion = np.asarray(confusion, np.float64)
     true_positive = np.diag(confusion)
@@ -109,6 +112,7 @@ def segmentation_report(confusion, boundaries, class_names):
     boundary_f1 = _ratio(2 * b_precision * b_recall, b_precision + b_recall)
     boundary_f1 = np.where((b_precision == 0) & (b_recall == 0), 0.0, boundary_f1)
     present = support > 0
+    in_union = support + predicted - true_positive > 0
     has_edges = present & (boundaries[:, 3] > 0)
 
     def clean(value):
@@ -127,12 +131,16 @@ def segmentation_report(confusion, boundaries, class_names):
             }
             for i, name in enumerate(class_names)
         ],
-        "mean_iou": clean(np.mean(np.nan_to_num(iou[present]))) if present.any() else None,
+        "mean_iou": clean(np.mean(iou[in_union])) if in_union.any() else None,
+        "mean_iou_definition": MEAN_IOU_DEFINITION,
         "pixel_accuracy": clean(true_positive.sum() / max(confusion.sum(), 1)),
         "mean_boundary_f1": clean(np.mean(np.nan_to_num(boundary_f1[has_edges])))
         if has_edges.any()
         else None,
     }
+
+
+MEAN_IOU_DEFINITION = "mean over classes with a non-empty union of labels and predictions"
 
 
 def format_report(report):

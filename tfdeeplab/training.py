@@ -254,8 +254,8 @@ def train(config: TrainConfig, callbacks=()):
         seed=config.seed,
         repeat=True,
     )
-    # With several replicas a last partial batch can leave one replica an empty batch, which
-    # TF's CPU convolution mishandles; validation then drops the remainder.
+    # Every validation image counts, also with several replicas: `SegmentationModel` runs a
+    # replica left without images by a last partial batch on a blank one.
     val_data = make_dataset(
         val_folder,
         size,
@@ -263,7 +263,6 @@ def train(config: TrainConfig, callbacks=()):
         augment=False,
         shuffle=False,
         cache=config.cache,
-        drop_remainder=strategy.num_replicas_in_sync > 1,
     )
     num_classes = train_folder.num_classes
     weights = (

@@ -164,13 +164,18 @@ def make_dataset(
     paths = tf.data.Dataset.from_tensor_slices(
         ([str(p) for p in folder.images], [str(p) for p in folder.masks])
     )
-    if shuffle:
+    # Shuffle after the cache: a cache replays the order it recorded in its first epoch, so
+    # shuffling before it would freeze the sample order for all later epochs. Without a cache
+    # the (small) file names are shuffled, not the decoded images.
+    if shuffle and not cache:
         paths = paths.shuffle(len(folder), seed=seed, reshuffle_each_iteration=True)
     pairs = paths.map(
         lambda i, m: (decode_image(i), decode_mask(m)), num_parallel_calls=tf.data.AUTOTUNE
     )
     if cache:
         pairs = pairs.cache(cache if isinstance(cache, str) else "")
+        if shuffle:
+            pairs = pairs.shuffle(len(folder), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         pairs = pairs.repeat()
     if augment:

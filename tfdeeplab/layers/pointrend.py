@@ -3,6 +3,8 @@
 Shape legend: B batch, H height, W width, C fine-feature channels, K classes, N points.
 """
 
+import threading
+
 import keras
 import tensorflow as tf
 
@@ -12,6 +14,8 @@ from tfdeeplab.layers.point_features import (
     sample_training_points,
     uncertainty,
 )
+from tfdeeplab.losses import replica_mean, sparse_labels
+from tfdeeplab.segmentation_model import SegmentationModel
 
 
 def point_head_logits(fine, coarse, hidden, predictor, dtype):
@@ -103,6 +107,11 @@ def _replace_rows(flat, indices, rows):
 def adaptive_subdivision(coarse, fine, size, head, steps, points=None):
     """PointRend inference: `steps` times, upsample 2× and re-predict the most uncertain cells.
 
+    As in training (and detectron2's `PointRendSemSegHead`), the point head's inputs at every
+    step are `point_sample`s of the fine features and of the *original* coarse logits at the
+    chosen cell centres: the map being refined only decides where to look, so the head never
+    sees its own earlier outputs nor edge-replicated borders it was not trained on.
+
     Args:
         coarse: logits (B, h, w, K).
         fine: fine features (B, H4, W4, C).
@@ -114,7 +123,8 @@ def adaptive_subdivision(coarse, fine, size, head, steps, points=None):
     Returns:
         Float32 logits (B, H, W, K), the refined map resized bilinearly to `size`.
     """
-    logits = tf.cast(coarse, tf.float32)
+    coarse = tf.cast(coarse, tf.float32)
+    logits = coarse
     classes = coarse.shape[-1]
     cap = None
     for _ in range(steps):
@@ -126,7 +136,7 @@ def adaptive_subdivision(coarse, fine, size, head, steps, points=None):
             cap = cells if points is None else tf.constant(points)
         indices, where = most_uncertain_cells(uncertainty(logits), tf.minimum(cap, cells))
         flat = tf.reshape(logits, (shape[0], cells, classes))
-        refined = head([point_sample(fine, where), tf.gather(flat, indices, batch_dims=1)])
+        refined = head([point_sample(fine, where), point_sample(coarse, where)])
         flat = _replace_rows(flat, indices, tf.cast(refined, tf.float32))
         logits = tf.reshape(flat, (shape[0], height, width, classes))
     return tf.image.resize(logits, size, method="bilinear")
@@ -178,8 +188,30 @@ class PointRendRefiner(keras.layers.Layer):
         self.training_points_count = None if training_points is None else int(training_points)
         self.ignore_label = int(ignore_label)
         self.point_loss_weight = float(point_loss_weight)
-        self.training_points = self.training_point_logits = None
+        # The training points and the head's logits there travel from this layer's forward
+        # pass to `PointRendDeepLab.compute_loss` of the same step. They are kept per thread:
+        # MirroredStrategy runs each replica's step in its own thread, and the replicas
+        # interleave at every all-reduce (synchronized batch norm, the loss' global count).
+        self._step = threading.local()
         self.head = PointHead(num_classes, channels, num_layers, name="point_head")
+
+    @property
+    def training_points(self):
+        """(B, N, 2) points of this thread's last training forward pass, or None."""
+        return getattr(self._step, "points", None)
+
+    @training_points.setter
+    def training_points(self, value):
+        self._step.points = value
+
+    @property
+    def training_point_logits(self):
+        """(B, N, K) point head logits at `training_points`, or None."""
+        return getattr(self._step, "logits", None)
+
+    @training_point_logits.setter
+    def training_point_logits(self, value):
+        self._step.logits = value
 
     def build(self, input_shapes):
         _, fine_shape, _ = input_shapes
@@ -240,7 +272,7 @@ def labels_at_points(labels, points):
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
-class PointRendDeepLab(keras.Model):
+class PointRendDeepLab(SegmentationModel):
     """A functional segmentation model with a `PointRendRefiner` named "pointrend".
 
     `model.fit` on ordinary (image, mask) batches trains the point head: `compute_loss` (Keras'
@@ -257,12 +289,21 @@ class PointRendDeepLab(keras.Model):
         refiner = self.get_layer("pointrend")
         if not training or y is None or refiner.training_point_logits is None:
             return loss
-        labels = labels_at_points(tf.cast(y, tf.int32), refiner.training_points)
-        logits = refiner.training_point_logits
-        valid = tf.cast(labels != refiner.ignore_label, tf.float32)
-        per_point = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            tf.where(labels == refiner.ignore_label, 0, labels), logits
+        labels = tf.cast(sparse_labels(y, len(y_pred.shape)), tf.int32)
+        value = point_loss(
+            labels_at_points(labels, refiner.training_points),
+            refiner.training_point_logits,
+            refiner.ignore_label,
         )
-        point_loss = tf.reduce_sum(per_point * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
         refiner.training_points = refiner.training_point_logits = None
-        return loss + refiner.point_loss_weight * tf.cast(point_loss, loss.dtype)
+        return loss + refiner.point_loss_weight * tf.cast(value, loss.dtype)
+
+
+def point_loss(labels, logits, ignore_label):
+    """Cross-entropy of point logits (B, N, K) against labels (B, N), ignoring `ignore_label`:
+    the mean over the valid points of the global batch, also under `tf.distribute`."""
+    valid = tf.cast(labels != ignore_label, tf.float32)
+    per_point = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        tf.where(labels == ignore_label, 0, labels), tf.cast(logits, tf.float32)
+    )
+    return replica_mean(tf.reduce_sum(per_point * valid), tf.reduce_sum(valid))
