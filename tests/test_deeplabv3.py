@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tests.helpers import assert_litert_matches, assert_save_load_equal, images
 from tfdeeplab import DeepLabV3
-from tfdeeplab.deeplabv3 import default_aspp_rates
+from tfdeeplab.deeplabv3 import auto_aspp_rates, default_aspp_rates
 
 TINY = {"backbone": "mobilenetv2", "alpha": 0.35, "aspp_filters": 16}
 
@@ -20,6 +20,19 @@ def test_logits_have_the_input_size_for_any_size(size):
     logits = model(images(1, *size))
     assert tuple(logits.shape) == (1, *size, 4)
     assert logits.dtype == "float32"
+
+
+def test_auto_rates_scale_to_the_crop_and_too_large_rates_warn():
+    assert auto_aspp_rates(16, 513) == (6, 12, 18) and auto_aspp_rates(8, 513) == (12, 24, 36)
+    assert auto_aspp_rates(16, 192) == (2, 4, 7)  # a 12-cell map
+    assert auto_aspp_rates(16, 32) == (1, 1, 1)
+    assert tiny(crop_size=192).get_layer("aspp").rates == (2, 4, 7)
+    assert tiny(input_shape=(256, 256, 3)).get_layer("aspp").rates == (3, 6, 9)
+    with pytest.warns(UserWarning, match=r"aspp_rates \[12, 18\] do not fit the 12-cell"):
+        model = tiny(aspp_rates=(6, 12, 18), input_shape=(192, 192, 3))
+    assert model.get_layer("aspp").rates == (6, 12, 18)  # a warning, not an error
+    with pytest.warns(UserWarning, match="'auto' gives \\(2, 4, 7\\)"):
+        tiny(aspp_rates=(6, 12, 18), crop_size=192)
 
 
 def test_rates_scale_with_output_stride():
@@ -106,10 +119,7 @@ def test_fit_learns_a_colour_to_class_task():
         ({"output_stride": 4}, "output_stride=4 is not supported; choose one of: 8, 16, 32"),
         ({"aspp_rates": (6, -1)}, "must be one or more positive integers"),
         ({"aspp_rates": ()}, "must be one or more positive integers"),
-        (
-            {"aspp_rates": (6, 12, 18), "input_shape": (129, 129, 3)},
-            r"aspp_rates \[12, 18\] do not fit the 9-cell feature map",
-        ),
+        ({"aspp_rates": "paper"}, "must be 'auto' or positive integers"),
         ({"input_shape": (64, 64, 1)}, "must be \\(H, W, 3\\)"),
     ],
 )

@@ -2,6 +2,8 @@
 arXiv:1706.05587): a dilated backbone, ASPP with image-level features, a 1×1 classifier and
 bilinear upsampling to the input size."""
 
+import warnings
+
 import keras
 
 from tfdeeplab.backbones import OUTPUT_STRIDES, get_backbone
@@ -11,6 +13,8 @@ from tfdeeplab.layers.resize_like import ResizeLike
 from tfdeeplab.segmentation_model import SegmentationModel
 
 PAPER_RATES_AT_OS16 = (6, 12, 18)
+# The crop the paper's rates were chosen for (DeepLabV3, section 4.1: 513×513 PASCAL crops).
+PAPER_CROP = 513
 
 
 def default_aspp_rates(output_stride):
@@ -18,24 +22,52 @@ def default_aspp_rates(output_stride):
     return tuple(r * 16 // output_stride for r in PAPER_RATES_AT_OS16)
 
 
-def _check_rates(aspp_rates, output_stride, input_shape):
+def auto_aspp_rates(output_stride, crop_size=PAPER_CROP):
+    """The paper's rates for a 513 crop, scaled to the feature map of a `crop_size` crop.
+
+    A rate is a distance in feature cells, and what it should span is a share of the image:
+    (6, 12, 18) at output stride 16 reach 18-36-55% of the 33-cell map of a 513 crop. A 192
+    crop at output stride 16 has a 12-cell map, where rates 12 and 18 would see only zero
+    padding off-centre (a 1×1 convolution in effect); scaled, they are (2, 4, 7).
+
+    Returns:
+        Rates ≥ 1: round(rate × 16 / output_stride × crop_size / 513), (12, 24, 36) at output
+        stride 8 and (6, 12, 18) at 16 for a 513 crop.
+    """
+    scale = 16 / output_stride * crop_size / PAPER_CROP
+    return tuple(max(1, int(rate * scale + 0.5)) for rate in PAPER_RATES_AT_OS16)
+
+
+def _crop_of(input_shape, crop_size):
+    known = [s for s in input_shape[:2] if s is not None]
+    if known:
+        return min(known)
+    return None if crop_size is None else int(crop_size)
+
+
+def _check_rates(aspp_rates, output_stride, crop):
+    if isinstance(aspp_rates, str):
+        if aspp_rates != "auto":
+            raise ValueError(f"aspp_rates={aspp_rates!r} must be 'auto' or positive integers")
+        return auto_aspp_rates(output_stride, PAPER_CROP if crop is None else crop)
     rates = tuple(aspp_rates)
     if not rates or any(isinstance(r, bool) or int(r) != r or r < 1 for r in rates):
         raise ValueError(
             f"aspp_rates={aspp_rates!r} must be one or more positive integers, "
             f"e.g. {default_aspp_rates(output_stride)} at output_stride={output_stride}."
         )
-    known = [s for s in input_shape[:2] if s is not None]
-    if known:
-        feature = -(-min(known) // output_stride)
+    if crop is not None:
+        feature = -(-crop // output_stride)
         # A 3×3 kernel with rate ≥ the map size sees only padding beyond its centre tap: it
         # degenerates to a 1×1 convolution (paper, section 3.3 and figure 4).
         too_large = [r for r in rates if r >= feature]
         if too_large:
-            raise ValueError(
+            warnings.warn(
                 f"aspp_rates {too_large} do not fit the {feature}-cell feature map of a "
-                f"{min(known)}-pixel input at output_stride={output_stride}; rates must be "
-                f"< {feature}."
+                f"{crop}-pixel crop at output_stride={output_stride}: they act as 1×1 "
+                f"convolutions there. aspp_rates='auto' gives "
+                f"{auto_aspp_rates(output_stride, crop)}.",
+                stacklevel=3,
             )
     return tuple(int(r) for r in rates)
 
@@ -44,7 +76,7 @@ def DeepLabV3(
     num_classes,
     backbone="resnet50",
     output_stride=16,
-    aspp_rates=None,
+    aspp_rates="auto",
     multi_grid=None,
     aspp_filters=256,
     dropout=0.1,
@@ -55,6 +87,7 @@ def DeepLabV3(
     pointrend=False,
     pointrend_points=None,
     subdivision_steps=None,
+    crop_size=None,
     name=None,
 ):
     """Builds DeepLabV3 as a functional `keras.Model`.
@@ -63,7 +96,9 @@ def DeepLabV3(
         num_classes: number of classes (≥ 1).
         backbone: a name from `tfdeeplab.BACKBONES`.
         output_stride: 8, 16 or 32.
-        aspp_rates: rates of the 3×3 ASPP branches; default (6, 12, 18) × 16 / output_stride.
+        aspp_rates: rates of the 3×3 ASPP branches, or "auto" (default): the paper's (6, 12, 18)
+            at output stride 16 for a 513 crop, scaled to the training crop's feature map (see
+            `auto_aspp_rates`). Explicit rates that do not fit the crop's map give a warning.
         multi_grid: unit rates of the last ResNet block, e.g. (1, 2, 4).
         aspp_filters: channels of the ASPP branches and projection.
         dropout: dropout rate after the ASPP projection.
@@ -80,6 +115,8 @@ def DeepLabV3(
         pointrend_points: points re-predicted per subdivision step; None: the cells of the
             stride-OS/2 map.
         subdivision_steps: None: log2(output_stride) - 1 (stride 2; the last 2× is bilinear).
+        crop_size: the training crop (pixels), which "auto" rates are scaled to when H and W
+            of `input_shape` are None; None: 513, the paper's.
         name: model name; default `deeplabv3_<backbone>_os<output_stride>`.
 
     Returns:
@@ -97,9 +134,9 @@ def DeepLabV3(
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"input_shape={input_shape!r} must be (H, W, 3) with H, W ints or None.")
     rates = _check_rates(
-        default_aspp_rates(output_stride) if aspp_rates is None else aspp_rates,
+        "auto" if aspp_rates is None else aspp_rates,
         output_stride,
-        input_shape,
+        _crop_of(input_shape, crop_size),
     )
     features = get_backbone(
         backbone,

@@ -306,7 +306,8 @@ def _report(config, out, data, summary, evaluation, exports, latency_report, sta
             f"- Data: `{data}`, {summary['train_images']} training / {summary['val_images']} "
             f"validation images, {summary['num_classes']} classes, trained and evaluated at "
             f"{config.image_size}².",
-            f"- Model: {model}, {summary['num_classes']} classes.",
+            f"- Model: {model}, {summary['num_classes']} classes, ASPP rates "
+            f"{tuple(summary.get('aspp_rates', ()))} (scaled to the crop).",
         ]
     )
     budget = " (stopped by the time budget)" if summary["stopped_by_time_budget"] else ""
@@ -320,7 +321,8 @@ def _report(config, out, data, summary, evaluation, exports, latency_report, sta
         f"mIoU **{_percent(evaluation['mean_iou'])}**, pixel accuracy "
         f"{_percent(evaluation['pixel_accuracy'])}, mean boundary F1 "
         f"{_percent(evaluation['mean_boundary_f1'])} (percent; boundary tolerance "
-        f"{evaluation['boundary_tolerance_px']} px)."
+        f"{evaluation['boundary_tolerance_px']} px). mIoU: "
+        f"{evaluation.get('mean_iou_definition', 'mean over classes')}."
     )
     text = f"""# tfdeeplab demo report
 

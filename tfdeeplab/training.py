@@ -282,6 +282,7 @@ def train(config: TrainConfig, callbacks=()):
             batchnorm_momentum=config.bn_momentum,
             pointrend=config.pointrend,
             pointrend_points=config.pointrend_points,
+            crop_size=config.image_size,
         )
         schedule = PolyDecayWithWarmup(
             config.lr,
@@ -302,6 +303,11 @@ def train(config: TrainConfig, callbacks=()):
             ],
         )
 
+    aspp_rates = model.get_layer("aspp").rates
+    print(
+        f"ASPP rates {aspp_rates} for {config.image_size}² crops at output stride "
+        f"{config.output_stride} (a {-(-config.image_size // config.output_stride)}-cell map)"
+    )
     if config.sync_batchnorm and strategy.num_replicas_in_sync > 1:
         # Batch statistics over the global batch (as DeepLab trains across GPUs), which also
         # keeps the moving statistics identical on every replica.
@@ -346,6 +352,7 @@ def train(config: TrainConfig, callbacks=()):
         "train_images": len(train_folder),
         "val_images": len(val_folder),
         "num_classes": num_classes,
+        "aspp_rates": list(aspp_rates),
         "class_names": list(train_folder.class_names),
         "wall_seconds": seconds,
         "train_images_per_second": throughput.images_per_second,
