@@ -60,9 +60,21 @@ def test_evaluation_view_is_deterministic_and_pads_with_the_ignore_label(scenes)
     first = [m.numpy() for _, m in dataset]
     second = [m.numpy() for _, m in dataset]
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
-    # 48×40 scenes: the longer side becomes 64, the other round(53.3) = 53; then padding.
-    assert np.all(first[0][:, :, 53:] == 255) and np.all(first[0][:, :, :53] != 255)
+    # Original resolution: the 48×40 masks as they are, padded to the 64×64 canvas.
+    assert np.all(first[0][:, 48:] == 255) and np.all(first[0][:, :, 40:] == 255)
+    assert np.all(first[0][:, :48, :40] != 255)
     assert sum(len(m) for m in first) == 12
+    original = np.asarray(Image.open(sorted((scenes / "masks").iterdir())[0]))
+    np.testing.assert_array_equal(first[0][0, :48, :40], original)
+    resized = load_segmentation_folder(
+        scenes, (64, 64), 4, augment=False, shuffle=False, eval_view="resize"
+    )
+    masks = next(iter(resized))[1].numpy()
+    # Resized: the longer side becomes 64, the other round(53.3) = 53; then padding.
+    assert np.all(masks[:, :, 53:] == 255) and np.all(masks[:, :, :53] != 255)
+    # Images larger than the crop set the canvas: nothing is ever shrunk.
+    small = load_segmentation_folder(scenes, (32, 32), 4, augment=False, shuffle=False)
+    assert next(iter(small))[1].shape == (4, 48, 40)
 
 
 def test_labels_folder_and_split_folders(scenes, tmp_path):

@@ -154,3 +154,47 @@ def test_two_multiworker_processes_end_with_identical_weights(scenes, tmp_path):
     initial = keras.saving.load_model(tmp_path / "best.keras")  # written after epoch 1 too
     assert any(w.size for w in initial.get_weights())
     assert not (tmp_path / "worker_1" / "best.keras").exists()  # only the chief checkpoints
+
+
+def _small_model():
+    from tfdeeplab import DeepLabV3
+
+    return DeepLabV3(3, "mobilenetv2", alpha=0.35, aspp_filters=8, pointrend=True)
+
+
+def test_sgd_weight_decay_is_coupled_l2_on_kernels_only(tmp_path):
+    from tfdeeplab.training import kernel_variables, make_optimizer
+
+    model = _small_model()
+    config = TrainConfig(data=".", out=str(tmp_path), optimizer="sgd", weight_decay=1e-4)
+    optimizer = make_optimizer(config, 0.01, model)
+    assert optimizer.weight_decay is None  # no decoupled decay of every variable
+    kernels = kernel_variables(model)
+    names = {v.path for v in kernels}
+    assert any("depthwise" in n for n in names) and any("point_head" in n for n in names)
+    assert not any("gamma" in n or "beta" in n or "bias" in n for n in names)
+    expected = 1e-4 / 2 * sum(float(np.sum(np.square(v.numpy()))) for v in kernels)
+    assert float(keras.ops.sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+    # The gradient of the regularization is weight_decay·W, torchvision's SGD weight decay.
+    kernel = kernels[0]
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        total = keras.ops.sum(model.losses)
+    np.testing.assert_allclose(tape.gradient(total, kernel), 1e-4 * kernel.numpy(), rtol=1e-5)
+
+
+def test_adamw_decays_kernels_but_not_batchnorm_or_biases(tmp_path):
+    from tfdeeplab.training import kernel_variables, make_optimizer
+
+    model = _small_model()
+    config = TrainConfig(data=".", out=str(tmp_path), optimizer="adamw", weight_decay=0.5)
+    optimizer = make_optimizer(config, 0.1, model)
+    variables = model.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    # Zero gradients: Adam's own step is nil, only the decoupled decay moves weights.
+    optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in variables])
+    kernels = {id(v) for v in kernel_variables(model)}
+    for variable, old in zip(variables, before, strict=True):
+        moved = not np.allclose(variable.numpy(), old)
+        assert moved == (id(variable) in kernels and bool(np.any(old))), variable.path

@@ -75,7 +75,9 @@ def _eval_dataset(args, num_classes=None):
         skip_bad=args.skip_bad,
     )
     size = (args.image_size, args.image_size)
-    dataset = make_dataset(folder, size, args.batch_size, augment=False, shuffle=False)
+    dataset = make_dataset(
+        folder, size, args.batch_size, augment=False, shuffle=False, eval_view=args.eval_view
+    )
     return folder, dataset
 
 
@@ -276,10 +278,22 @@ def _data_options(parser, image_size=513):
     parser.add_argument("--split", default="val", choices=("train", "val", "all"))
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=image_size)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=image_size,
+        help="smallest canvas images are padded to (original view) or the resized size",
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--ignore-label", type=int, default=255)
     parser.add_argument("--skip-bad", action="store_true", help="warn about bad pairs, skip them")
+    parser.add_argument(
+        "--eval-view",
+        default="original",
+        choices=("original", "resize"),
+        help="score at the original resolution (padded, never resized; default) or on a copy "
+        "resized to --image-size",
+    )
 
 
 def _inference_options(parser):

@@ -3,6 +3,8 @@
 from tfdeeplab.data.folder import DataError, SegmentationFolder, scan_folder
 from tfdeeplab.data.pipeline import (
     Augmentation,
+    EvalView,
+    evaluation_canvas,
     load_segmentation_folder,
     make_dataset,
     scan_split,
@@ -12,7 +14,9 @@ from tfdeeplab.data.synthetic import synthetic_scenes
 __all__ = [
     "Augmentation",
     "DataError",
+    "EvalView",
     "SegmentationFolder",
+    "evaluation_canvas",
     "load_segmentation_folder",
     "make_dataset",
     "scan_folder",

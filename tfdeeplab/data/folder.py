@@ -37,6 +37,7 @@ class SegmentationFolder:
         colors: (num_classes, 3) uint8 colours for pictures.
         ignore_label: label value that is ignored by losses and metrics.
         skipped: (path, reason) of pairs left out with `skip_bad`.
+        sizes: (height, width) of each pair's image.
     """
 
     images: tuple
@@ -46,6 +47,7 @@ class SegmentationFolder:
     colors: np.ndarray
     ignore_label: int
     skipped: tuple = ()
+    sizes: tuple = ()
 
     def __len__(self):
         return len(self.images)
@@ -102,37 +104,48 @@ def find_pairs(root):
 
 
 def _check_pair(image_path, mask_path, num_classes, ignore_label):
-    """Returns (largest label, reason or None). Opens both files fully once."""
+    """Returns (largest label, reason or None, (height, width)). Opens both files fully once."""
     try:
         with Image.open(image_path) as image:
             image.load()
             image_size = image.size
     except (OSError, UnidentifiedImageError) as error:
-        return -1, f"unreadable or corrupt image ({error})"
+        return -1, f"unreadable or corrupt image ({error})", None
     try:
         with Image.open(mask_path) as mask:
             mask.load()
             if mask.mode not in ("L", "P"):
-                return -1, (
-                    f"mask {mask_path} has mode {mask.mode}; masks must be 8-bit grayscale "
-                    "(L) or palette (P) PNGs of class indices"
+                return (
+                    -1,
+                    (
+                        f"mask {mask_path} has mode {mask.mode}; masks must be 8-bit grayscale "
+                        "(L) or palette (P) PNGs of class indices"
+                    ),
+                    None,
                 )
             labels = np.asarray(mask)
     except (OSError, UnidentifiedImageError) as error:
-        return -1, f"unreadable or corrupt mask {mask_path} ({error})"
+        return -1, f"unreadable or corrupt mask {mask_path} ({error})", None
     if labels.shape[::-1] != image_size:
-        return -1, f"mask {mask_path} is {labels.shape[1]}×{labels.shape[0]}, image is " + (
-            f"{image_size[0]}×{image_size[1]}"
+        return (
+            -1,
+            f"mask {mask_path} is {labels.shape[1]}×{labels.shape[0]}, image is "
+            + (f"{image_size[0]}×{image_size[1]}"),
+            None,
         )
     values = np.unique(labels)
     values = values[values != ignore_label]
     if num_classes is not None and values.size and values.max() >= num_classes:
         bad = values[values >= num_classes].tolist()
-        return -1, (
-            f"mask {mask_path} has labels {bad} ≥ num_classes={num_classes} "
-            f"(the ignore label is {ignore_label})"
+        return (
+            -1,
+            (
+                f"mask {mask_path} has labels {bad} ≥ num_classes={num_classes} "
+                f"(the ignore label is {ignore_label})"
+            ),
+            None,
         )
-    return int(values.max()) if values.size else -1, None
+    return int(values.max()) if values.size else -1, None, labels.shape
 
 
 def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
@@ -162,13 +175,14 @@ def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
     if num_classes is not None and num_classes < 1:
         raise DataError(f"num_classes={num_classes} must be ≥ 1")
     pairs, problems = find_pairs(root)
-    good, largest = [], -1
+    good, sizes, largest = [], [], -1
     for image, mask in pairs:
-        label, reason = _check_pair(image, mask, num_classes, ignore_label)
+        label, reason, size = _check_pair(image, mask, num_classes, ignore_label)
         if reason:
             problems.append((image, reason))
         else:
             good.append((image, mask))
+            sizes.append(tuple(int(s) for s in size))
             largest = max(largest, label)
     if problems and not skip_bad:
         path, reason = problems[0]
@@ -189,5 +203,5 @@ def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
         colors = palette(num_classes)
     images, masks = zip(*good, strict=True)
     return SegmentationFolder(
-        images, masks, num_classes, names, colors, ignore_label, tuple(problems)
+        images, masks, num_classes, names, colors, ignore_label, tuple(problems), tuple(sizes)
     )

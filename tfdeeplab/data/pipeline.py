@@ -2,11 +2,17 @@
 
 Training augmentation follows the DeepLab papers: random scale in [0.5, 2.0], padding (image with
 the ImageNet mean, mask with the ignore label) up to the crop, random crop, horizontal flip and
-mild photometric jitter. Masks are always resized with nearest neighbour. Evaluation resizes the
-longer side to the crop size and pads, deterministically.
+mild photometric jitter. Masks are always resized with nearest neighbour.
+
+Evaluation scores at the original resolution, as DeepLab does: images are padded (mean colour,
+masks with the ignore label, which no metric counts) to one canvas for the whole folder, at
+least the crop size and at least its largest image, and never resized
+(`EvalView.ORIGINAL`). `EvalView.RESIZE` is the explicit alternative: the longer side resized
+to the crop size, then padded; its scores are those of a resized copy of the labels.
 """
 
 import dataclasses
+import enum
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +23,21 @@ from tfdeeplab.data.folder import SegmentationFolder, scan_folder
 
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 SPLITS = ("train", "val")
+
+
+class EvalView(str, enum.Enum):
+    """How evaluation batches show images: at their original resolution (padded) or resized."""
+
+    ORIGINAL = "original"
+    RESIZE = "resize"
+
+
+def evaluation_canvas(folder, image_size):
+    """(H, W) every image of `folder` is padded to for `EvalView.ORIGINAL`: at least
+    `image_size` (DeepLab pads 500-pixel PASCAL images to 513) and at least the largest image."""
+    heights = [h for h, _ in folder.sizes] or [0]
+    widths = [w for _, w in folder.sizes] or [0]
+    return max(int(image_size[0]), max(heights)), max(int(image_size[1]), max(widths))
 
 
 def _read_with_pil(path, mode):
@@ -95,6 +116,12 @@ def augment_pair(image, mask, crop_size, ignore_label, settings=Augmentation()):
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0, mask
 
 
+def pad_pair_for_eval(image, mask, size, ignore_label):
+    """Original resolution, padded at the bottom/right to `size` (H, W) ≥ the image's."""
+    image, mask = _pad_to(tf.cast(image, tf.float32), mask, size[0], size[1], ignore_label)
+    return image[: size[0], : size[1]], mask[: size[0], : size[1]]
+
+
 def resize_pair_for_eval(image, mask, size, ignore_label):
     """Deterministic view: the longer side becomes the crop size, then pad to (height, width)."""
     height, width = size
@@ -119,6 +146,7 @@ def _split(folder, split, val_fraction, seed):
         folder,
         images=tuple(folder.images[i] for i in chosen),
         masks=tuple(folder.masks[i] for i in chosen),
+        sizes=tuple(folder.sizes[i] for i in chosen) if folder.sizes else (),
     )
 
 
@@ -157,6 +185,7 @@ def make_dataset(
     seed=None,
     repeat=False,
     drop_remainder=None,
+    eval_view=EvalView.ORIGINAL,
 ):
     """The tf.data pipeline over a validated folder; see `load_segmentation_folder`."""
     size = tuple(int(s) for s in image_size)
@@ -182,9 +211,15 @@ def make_dataset(
         views = pairs.map(
             lambda i, m: augment_pair(i, m, size, ignore), num_parallel_calls=tf.data.AUTOTUNE
         )
-    else:
+    elif EvalView(eval_view) is EvalView.RESIZE:
         views = pairs.map(
             lambda i, m: resize_pair_for_eval(i, m, size, ignore),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        size = evaluation_canvas(folder, size)
+        views = pairs.map(
+            lambda i, m: pad_pair_for_eval(i, m, size, ignore),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     views = views.map(
@@ -208,6 +243,7 @@ def load_segmentation_folder(
     seed=0,
     cache=False,
     skip_bad=False,
+    eval_view=EvalView.ORIGINAL,
 ):
     """A `tf.data.Dataset` of (float32 images (B, H, W, 3) in [0, 255], int32 masks (B, H, W)).
 
@@ -216,9 +252,12 @@ def load_segmentation_folder(
 
     Args:
         root: the data folder (images/ and masks/ or labels/, optional train/ and val/).
-        image_size: (H, W) of the crops (training) or padded views (evaluation).
+        image_size: (H, W) of the training crops; for evaluation, the smallest canvas the
+            images are padded to (see `eval_view`).
         batch_size: batch size; training batches drop the remainder.
         augment: DeepLab training augmentation; False gives the deterministic evaluation view.
+        eval_view: `EvalView` "original" (default: original resolution, padded to
+            `evaluation_canvas`, never resized) or "resize" (longer side to `image_size`).
         shuffle: shuffle the files every epoch.
         num_classes: number of classes; default from classes.json or the largest label + 1.
         ignore_label: mask value ignored by losses and metrics (and used for padding).
@@ -236,4 +275,6 @@ def load_segmentation_folder(
         ignore_label=ignore_label,
         skip_bad=skip_bad,
     )
-    return make_dataset(folder, image_size, batch_size, augment, shuffle, cache, seed)
+    return make_dataset(
+        folder, image_size, batch_size, augment, shuffle, cache, seed, eval_view=eval_view
+    )
