@@ -9,6 +9,7 @@ from tests.helpers import (
     assert_litert_matches,
     images,
     randomize_batchnorm,
+    relative_error,
 )
 from tfdeeplab import BACKBONES, get_backbone
 from tfdeeplab.layers import AtrousConv2D
@@ -126,3 +127,27 @@ def test_removed_pool_strides_become_centred_windows():
 def test_bad_arguments_name_the_allowed_values(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         get_backbone(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet50", "resnet101"])
+def test_dilated_maps_are_the_strided_maps_sampled_every_other_cell(name):
+    """With the same weights, OS16(x)["high"][:, ::2, ::2] == OS32(x)["high"]: replacing the
+    last stride by dilation computes the same windows, plus the ones in between.
+
+    Exact where every strided window of the replaced layer is centred on an input cell that
+    the unstrided layer also centres on: 'same' convolutions with symmetric padding on odd
+    sizes (MobileNetV2's `correct_pad` at 16k+1 inputs) and 1×1 stride-2 convolutions (the
+    ResNets, at any size). It does not hold for Xception, whose unpadded stem shifts its maps,
+    nor for VGG16 and DenseNet121, whose last stride is a 2×2 pooling replaced by a centred
+    3×3 window (see test_removed_pool_strides_become_centred_windows).
+    """
+    kwargs = TINY_KWARGS[name]
+    strided = get_backbone(name, output_stride=32, **kwargs)
+    randomize_batchnorm(strided)
+    dilated = get_backbone(name, output_stride=16, **kwargs)
+    dilated.set_weights(strided.get_weights())
+    x = images(1, 65, 65)
+    expected = np.asarray(strided(x)["high"])
+    got = np.asarray(dilated(x)["high"])[:, ::2, ::2]
+    assert got.shape == expected.shape
+    assert relative_error(got, expected) < 1e-5
