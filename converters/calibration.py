@@ -5,12 +5,10 @@ from images that look like the deployment data (same decoding, resizing and padd
 evaluation) are what keep int8 accuracy close to float.
 """
 
-import warnings
-
 import numpy as np
 import tensorflow as tf
 
-from tfdeeplab.data import EvalView, evaluation_canvas, make_dataset, scan_split
+from tfdeeplab.data import EvalView, load_segmentation_folder
 
 
 def calibration_dataset(
@@ -20,12 +18,8 @@ def calibration_dataset(
     batch_size=1,
     augment=False,
     shuffle=True,
-    eval_view=None,
-    num_classes=None,
-    ignore_label=255,
-    val_fraction=0.1,
-    seed=0,
-    skip_bad=False,
+    eval_view=EvalView.FIT,
+    **kwargs,
 ):
     """(images (B, H, W, 3) float32 in [0, 255], masks (B, H, W)) batches of a data folder.
 
@@ -37,33 +31,21 @@ def calibration_dataset(
         augment: DeepLab training augmentation (for quantization-aware fine-tuning) instead of
             the deterministic evaluation view (for calibration and verification).
         shuffle: shuffle the files (calibration draws from all of them, not the first few).
-        eval_view: None: the original resolution padded to `input_size` when every image fits
-            it (then the artifact's scores are at the labels' own resolution), else copies
-            resized to it (a fixed-size input cannot see larger images whole; a warning says
-            so); or an explicit `tfdeeplab.data.EvalView`.
-        num_classes, ignore_label, val_fraction, seed, skip_bad: as in
-            `load_segmentation_folder`.
+        eval_view: `EvalView.FIT` (default): the original resolution padded to `input_size`
+            when every image fits it (then the artifact's scores are at the labels' own
+            resolution), else copies resized to it, with a warning; or "original"/"resize".
+        kwargs: more `load_segmentation_folder` arguments (num_classes, ignore_label, ...).
     """
-    folder = scan_split(
+    return load_segmentation_folder(
         root,
-        split,
-        val_fraction,
-        seed,
-        num_classes=num_classes,
-        ignore_label=ignore_label,
-        skip_bad=skip_bad,
+        image_size=tuple(input_size),
+        batch_size=batch_size,
+        augment=augment,
+        shuffle=shuffle,
+        split=split,
+        eval_view=eval_view,
+        **kwargs,
     )
-    size = tuple(int(s) for s in input_size)
-    if eval_view is None:
-        eval_view = EvalView.ORIGINAL
-        if not augment and evaluation_canvas(folder, size) != size:
-            eval_view = EvalView.RESIZE
-            warnings.warn(
-                f"images of {root} ({split or 'all'}) are larger than the {size[0]}×{size[1]} "
-                "input: using copies resized to it",
-                stacklevel=2,
-            )
-    return make_dataset(folder, size, batch_size, augment, shuffle, seed=seed, eval_view=eval_view)
 
 
 def _batches(data):

@@ -206,7 +206,7 @@ def verify(artifact, keras_model, data, ignore_label=255, max_images=None):
         masks = None if masks is None else np.asarray(masks)
         if max_images is not None:
             images = images[: max_images - images_seen]
-            masks = None if masks is None else np.asarray(masks)[: len(images)]
+            masks = None if masks is None else masks[: len(images)]
         if len(images) == 0:
             break
         expected = np.asarray(keras_model(images, training=False), np.float32)

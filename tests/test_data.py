@@ -201,3 +201,15 @@ def test_cached_pipeline_reshuffles_every_epoch_and_decodes_the_same(scenes):
         for (a, m), (b, n) in zip(plain, cached_plain, strict=True):
             np.testing.assert_array_equal(a, b)
             np.testing.assert_array_equal(m, n)
+
+
+def test_fit_view_pads_what_fits_and_resizes_with_a_warning_what_does_not(scenes):
+    kwargs = {"batch_size": 4, "augment": False, "shuffle": False, "eval_view": "fit"}
+    fitting = load_segmentation_folder(scenes, (64, 64), **kwargs)
+    np.testing.assert_array_equal(
+        next(iter(fitting))[1].numpy()[0, :48, :40],
+        np.asarray(Image.open(sorted((scenes / "masks").iterdir())[0])),
+    )
+    with pytest.warns(UserWarning, match=r"images up to 48×40 do not fit the 32×32 input"):
+        smaller = load_segmentation_folder(scenes, (32, 32), **kwargs)
+    assert next(iter(smaller))[1].shape == (4, 32, 32)

@@ -28,6 +28,15 @@ def sparse_labels(y_true, logits_rank):
     return labels
 
 
+def multi_replica_context():
+    """The `tf.distribute` replica context when it holds more than one replica, else None
+    (outside a strategy, in a one-replica strategy, or in a cross-replica context)."""
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        return context
+    return None
+
+
 def replica_mean(total, count):
     """`total` / `count`, with `count` summed over all replicas of a `tf.distribute` step.
 
@@ -38,8 +47,8 @@ def replica_mean(total, count):
     a strategy (one replica) this is `total` / `count`.
     """
     count = tf.stop_gradient(tf.cast(count, tf.float32))
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
+    context = multi_replica_context()
+    if context is not None:
         count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
     return tf.cast(total, tf.float32) / tf.maximum(count, 1.0)
 
@@ -48,10 +57,8 @@ def scale_for_replicas(value):
     """`value` / number of replicas in a `tf.distribute` replica context, so that the sum over
     replicas of a per-replica average is the average over replicas (for terms, such as soft
     dice, that are not sums over pixels)."""
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        return value / context.num_replicas_in_sync
-    return value
+    context = multi_replica_context()
+    return value if context is None else value / context.num_replicas_in_sync
 
 
 def class_weights_from_frequencies(pixel_counts, ignore_zero_counts=True):

@@ -7,11 +7,7 @@ import keras
 import tensorflow as tf
 from keras.src.losses.loss import unscale_loss_for_distribution
 
-
-def _replicas():
-    """Replicas of the current `tf.distribute` replica context (1 outside a strategy)."""
-    context = tf.distribute.get_replica_context()
-    return 1 if context is None else context.num_replicas_in_sync
+from tfdeeplab.losses import multi_replica_context
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
@@ -31,7 +27,7 @@ class SegmentationModel(keras.Model):
     """
 
     def call(self, inputs, training=None, mask=None, **kwargs):
-        if training or _replicas() == 1 or isinstance(inputs, keras.KerasTensor):
+        if training or multi_replica_context() is None or isinstance(inputs, keras.KerasTensor):
             return super().call(inputs, training=training, mask=mask, **kwargs)
         # One blank image where this replica's batch is empty, its output sliced off again.
         count = tf.shape(inputs)[0]
@@ -47,8 +43,8 @@ class SegmentationModel(keras.Model):
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
         )
         batch = tf.cast(tf.shape(x)[0], tf.float32)
-        context = tf.distribute.get_replica_context()
-        if _replicas() > 1:
-            batch = context.all_reduce(tf.distribute.ReduceOp.SUM, batch) / _replicas()
+        context = multi_replica_context()
+        if context is not None:  # the mean batch per replica, the same on every replica
+            batch = context.all_reduce(tf.distribute.ReduceOp.MEAN, batch)
         self._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=batch)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

@@ -196,14 +196,14 @@ KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
 def kernel_variables(model):
-    """The trainable convolution and dense kernels of `model`: what DeepLab decays."""
+    """The convolution and dense kernels of `model`: what DeepLab decays. Frozen ones too: a
+    backbone frozen now may be unfrozen later (`--freeze-backbone-epochs`), and Keras counts
+    a regularizer only while its variable is trainable."""
     kernels = {}
     for layer in model._flatten_layers(include_self=False):
-        if not layer.trainable:
-            continue
         for name in KERNEL_ATTRIBUTES:
             variable = getattr(layer, name, None)
-            if isinstance(variable, keras.Variable) and variable.trainable:
+            if isinstance(variable, keras.Variable):
                 kernels[id(variable)] = variable
     return list(kernels.values())
 
@@ -230,9 +230,7 @@ def make_optimizer(config, schedule, model):
         return keras.optimizers.SGD(schedule, momentum=config.momentum)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
     decayed = {id(variable) for variable in kernels}
-    optimizer.exclude_from_weight_decay(
-        var_list=[v for v in model.trainable_variables if id(v) not in decayed]
-    )
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.weights if id(v) not in decayed])
     return optimizer
 
 

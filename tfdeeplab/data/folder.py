@@ -130,7 +130,7 @@ def _check_pair(image_path, mask_path, num_classes, ignore_label):
         return (
             -1,
             f"mask {mask_path} is {labels.shape[1]}×{labels.shape[0]}, image is "
-            + (f"{image_size[0]}×{image_size[1]}"),
+            f"{image_size[0]}×{image_size[1]}",
             None,
         )
     values = np.unique(labels)

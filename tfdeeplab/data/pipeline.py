@@ -13,6 +13,7 @@ to the crop size, then padded; its scores are those of a resized copy of the lab
 
 import dataclasses
 import enum
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,15 @@ SPLITS = ("train", "val")
 
 
 class EvalView(str, enum.Enum):
-    """How evaluation batches show images: at their original resolution (padded) or resized."""
+    """How evaluation batches show images: at their original resolution (padded) or resized.
+
+    FIT is for fixed-size inputs (an exported TFLite model): ORIGINAL when every image fits
+    the size, else RESIZE, with a warning (such an input cannot see larger images whole).
+    """
 
     ORIGINAL = "original"
     RESIZE = "resize"
+    FIT = "fit"
 
 
 def evaluation_canvas(folder, image_size):
@@ -38,6 +44,20 @@ def evaluation_canvas(folder, image_size):
     heights = [h for h, _ in folder.sizes] or [0]
     widths = [w for _, w in folder.sizes] or [0]
     return max(int(image_size[0]), max(heights)), max(int(image_size[1]), max(widths))
+
+
+def _resolve_view(view, folder, size):
+    if view is not EvalView.FIT:
+        return view
+    canvas = evaluation_canvas(folder, size)
+    if canvas == size:
+        return EvalView.ORIGINAL
+    warnings.warn(
+        f"images up to {canvas[0]}×{canvas[1]} do not fit the {size[0]}×{size[1]} input: "
+        "using copies resized to it",
+        stacklevel=4,
+    )
+    return EvalView.RESIZE
 
 
 def _read_with_pil(path, mode):
@@ -211,7 +231,7 @@ def make_dataset(
         views = pairs.map(
             lambda i, m: augment_pair(i, m, size, ignore), num_parallel_calls=tf.data.AUTOTUNE
         )
-    elif EvalView(eval_view) is EvalView.RESIZE:
+    elif _resolve_view(EvalView(eval_view), folder, size) is EvalView.RESIZE:
         views = pairs.map(
             lambda i, m: resize_pair_for_eval(i, m, size, ignore),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -257,7 +277,8 @@ def load_segmentation_folder(
         batch_size: batch size; training batches drop the remainder.
         augment: DeepLab training augmentation; False gives the deterministic evaluation view.
         eval_view: `EvalView` "original" (default: original resolution, padded to
-            `evaluation_canvas`, never resized) or "resize" (longer side to `image_size`).
+            `evaluation_canvas`, never resized), "resize" (longer side to `image_size`) or
+            "fit" (original when every image fits `image_size`, else resize).
         shuffle: shuffle the files every epoch.
         num_classes: number of classes; default from classes.json or the largest label + 1.
         ignore_label: mask value ignored by losses and metrics (and used for padding).
