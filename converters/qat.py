@@ -78,7 +78,8 @@ class OutputQuantizeConfig(quantize.QuantizeConfig):
 
 class FloatQuantizeConfig(OutputQuantizeConfig):
     """Leaves a layer in float during fine-tuning: PointRend's refiner, whose top-k selection
-    and scatter have no fake-quant model; the converter calibrates its int8 ops post-training."""
+    and scatter have no fake-quant model (the converter calibrates its int8 ops post-training),
+    and the padding and crop, which pass their input's values on."""
 
     def get_output_quantizers(self, layer):
         return []
@@ -88,6 +89,10 @@ _BRIDGE_CONFIGS = {
     tf_keras_bridge.Affine: OutputQuantizeConfig,
     tf_keras_bridge.BroadcastLike: OutputQuantizeConfig,
     tf_keras_bridge.ResizeLike: OutputQuantizeConfig,
+    # Padding and cropping keep their input's values: no range of their own (a fresh moving
+    # average range would clip the float logits that PointRend's refiner hands to the crop).
+    tf_keras_bridge.AlignedPadding: FloatQuantizeConfig,
+    tf_keras_bridge.CropLike: FloatQuantizeConfig,
     tf_keras_bridge.PointRendRefiner: FloatQuantizeConfig,
 }
 

@@ -13,8 +13,9 @@ config. tfdeeplab's layers map to:
   the static input size of a quantized export the converter fuses their dilation into one
   CONV_2D / DEPTHWISE_CONV_2D.
 - `ASPP` → its sublayers, expanded into the graph, so each convolution + BN + ReLU folds.
-- `ImageNormalization`, `ResizeLike`, `PointRendRefiner` → the `tf_keras` layers below, which
-  compute the same TF ops (PointRend through the shared `adaptive_subdivision`).
+- `ImageNormalization`, `ResizeLike`, `AlignedPadding`, `CropLike`, `PointRendRefiner` → the
+  `tf_keras` layers below, which compute the same TF ops (through the functions the Keras 3
+  layers call: `resize`, `pad_to_aligned`, `crop_like`, `adaptive_subdivision`).
 """
 
 import tensorflow as tf
@@ -26,6 +27,7 @@ from tfdeeplab.layers.pointrend import (
     point_head_layers,
     point_head_logits,
 )
+from tfdeeplab.layers.resize_like import crop_like, pad_to_aligned, resize
 
 # Config keys that do not change the computation; initialisers are moot as weights are copied,
 # and Keras 3's dtype policies do not deserialize in tf_keras.
@@ -79,16 +81,46 @@ class BroadcastLike(tf_keras.layers.Layer):
 class ResizeLike(tf_keras.layers.Layer):
     """`tfdeeplab.layers.ResizeLike` in tf_keras."""
 
-    def __init__(self, interpolation="bilinear", **kwargs):
+    def __init__(self, interpolation="bilinear", align_corners=False, **kwargs):
         super().__init__(**kwargs)
         self.interpolation = interpolation
+        self.align_corners = bool(align_corners)
 
     def call(self, inputs):
         x, reference = inputs
-        return tf.image.resize(x, tf.shape(reference)[1:3], method=self.interpolation)
+        size = tf.shape(reference)[1:3]
+        return resize(x, size, self.interpolation, self.align_corners)
 
     def get_config(self):
-        return {**super().get_config(), "interpolation": self.interpolation}
+        return {
+            **super().get_config(),
+            "interpolation": self.interpolation,
+            "align_corners": self.align_corners,
+        }
+
+
+@tf_keras.saving.register_keras_serializable(package="tfdeeplab_bridge")
+class AlignedPadding(tf_keras.layers.Layer):
+    """`tfdeeplab.layers.AlignedPadding` in tf_keras."""
+
+    def __init__(self, stride, value, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+        self.value = [float(v) for v in value]
+
+    def call(self, images):
+        return pad_to_aligned(images, self.stride, self.value)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "value": self.value}
+
+
+@tf_keras.saving.register_keras_serializable(package="tfdeeplab_bridge")
+class CropLike(tf_keras.layers.Layer):
+    """`tfdeeplab.layers.CropLike` in tf_keras."""
+
+    def call(self, inputs):
+        return crop_like(*inputs)
 
 
 @tf_keras.saving.register_keras_serializable(package="tfdeeplab_bridge")
@@ -99,8 +131,18 @@ class PointRendRefiner(tf_keras.layers.Layer):
     point head is not fine-tuned here, it keeps the trained float weights.
     """
 
-    def __init__(self, num_classes, steps, points=None, channels=256, num_layers=3, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        steps,
+        points=None,
+        channels=256,
+        num_layers=3,
+        align_corners=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.align_corners = bool(align_corners)
         self.num_classes = int(num_classes)
         self.steps = int(steps)
         self.points = points
@@ -121,8 +163,10 @@ class PointRendRefiner(tf_keras.layers.Layer):
         coarse, fine, image = inputs
         size = tf.shape(image)[1:3]
         if training:
-            return tf.image.resize(coarse, size, method="bilinear")
-        return adaptive_subdivision(coarse, fine, size, self._head, self.steps, self.points)
+            return resize(coarse, size, "bilinear", self.align_corners)
+        return adaptive_subdivision(
+            coarse, fine, size, self._head, self.steps, self.points, self.align_corners
+        )
 
     def get_config(self):
         return {
@@ -132,12 +176,14 @@ class PointRendRefiner(tf_keras.layers.Layer):
             "points": self.points,
             "channels": self.channels,
             "num_layers": self.num_layers,
+            "align_corners": self.align_corners,
         }
 
 
 def custom_objects():
     """The bridge's tf_keras layers, for `tf_keras` (de)serialization scopes."""
-    return {cls.__name__: cls for cls in (Affine, BroadcastLike, ResizeLike, PointRendRefiner)}
+    classes = (Affine, BroadcastLike, ResizeLike, AlignedPadding, CropLike, PointRendRefiner)
+    return {cls.__name__: cls for cls in classes}
 
 
 class _Builder:
@@ -164,8 +210,12 @@ class _Builder:
         if name == "ImageNormalization":
             affine = Affine(layer.scale, layer.offset, layer.mode.value == "caffe", name=layer.name)
             return affine(args[0])
+        if name == "AlignedPadding":
+            return AlignedPadding(layer.stride, layer.value, name=layer.name)(*args)
+        if name == "CropLike":
+            return CropLike(name=layer.name)(*args)
         if name == "ResizeLike":
-            return ResizeLike(layer.interpolation, name=layer.name)(*args)
+            return ResizeLike(layer.interpolation, layer.align_corners, name=layer.name)(*args)
         if name == "PointRendRefiner":
             refiner = PointRendRefiner(
                 layer.num_classes,
@@ -173,6 +223,7 @@ class _Builder:
                 layer.points,
                 layer.head.channels,
                 layer.head.num_layers,
+                layer.align_corners,
                 name=layer.name,
             )
             self.pairs.append((refiner, layer))
@@ -248,6 +299,8 @@ _TFDEEPLAB_LAYERS = {
     "ASPP",
     "ImageNormalization",
     "ResizeLike",
+    "AlignedPadding",
+    "CropLike",
     "PointRendRefiner",
 }
 

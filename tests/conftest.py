@@ -17,3 +17,25 @@ def _fresh_keras_state():
     keras.backend.clear_session()
     keras.utils.set_random_seed(1234)
     yield
+
+
+# The tiny model every export test (converters, QAT, PointRend int8) judges agreement on.
+TINY_EXPORT = {"backbone": "mobilenetv2", "alpha": 0.35, "aspp_filters": 16}
+EXPORT_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def trained_tiny():
+    """DeepLabV3 (TINY_EXPORT) fitted to `cell_images`, trained once per test session; tests
+    must not change its weights."""
+    from tests.helpers import trained_tiny_model
+
+    return trained_tiny_model(EXPORT_SIZE, **TINY_EXPORT)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_pointrend():
+    """The same with a PointRend head."""
+    from tests.helpers import trained_tiny_model
+
+    return trained_tiny_model(EXPORT_SIZE, pointrend=True, **TINY_EXPORT)

@@ -13,7 +13,6 @@ from tests.helpers import (
     cell_images,
     images,
     relative_error,
-    trained_tiny_model,
 )
 
 SIZE = 64
@@ -21,8 +20,8 @@ TINY = {"backbone": "mobilenetv2", "alpha": 0.35, "aspp_filters": 16}
 
 
 @pytest.fixture(scope="module")
-def model():
-    return trained_tiny_model(SIZE, **TINY)
+def model(trained_tiny):
+    return trained_tiny
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,14 @@
 rather than the test run)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_ports
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -34,6 +37,35 @@ def test_one_sgd_step_on_two_replicas_equals_one_device():
         assert result["mirrored_loss"] == pytest.approx(result["single_loss"], abs=1e-5), name
         assert result["max_update"] > 1e-3, name  # SGD at learning rate 1: update = -gradient
         assert result["max_update_difference"] < 1e-5, name
+
+
+@pytest.mark.slow
+def test_one_sgd_step_on_two_workers_equals_one_device():
+    """The same check across two MultiWorkerMirroredStrategy processes (one CPU each, gRPC
+    collectives), each worker holding half of the global batch."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(SCRIPTS / "distributed_step.py"), "multiworker"],
+                env=env,
+                cwd=Path(__file__).parents[1],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    for stdout, _ in outputs:
+        for name, result in json.loads(stdout).items():
+            assert result["mirrored_loss"] == pytest.approx(result["single_loss"], abs=1e-5), name
+            assert result["max_update"] > 1e-3, name
+            assert result["max_update_difference"] < 1e-5, name
 
 
 @pytest.mark.parametrize("variant", ["deeplabv3", "pointrend"])

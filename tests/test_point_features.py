@@ -8,6 +8,8 @@ from tfdeeplab.layers.point_features import (
     sample_training_points,
     uncertainty,
 )
+from tfdeeplab.layers.pointrend import labels_at_points
+from tfdeeplab.layers.resize_like import resize
 
 # A 3×4 map whose single channel is 10·row + column.
 GRID = (10 * np.arange(3)[:, None] + np.arange(4)[None, :]).astype("float32")[None, ..., None]
@@ -68,3 +70,36 @@ def test_training_points_favour_uncertain_regions():
     assert 0.2 < np.mean(rest > 4 / 8) < 0.8  # the rest are uniform
     with pytest.raises(ValueError, match=r"importance=1\.5"):
         sample_training_points(tf.constant(logits), 8, importance=1.5)
+
+
+def test_aligned_corners_put_points_zero_and_one_on_the_first_and_last_cells():
+    # Column j of 4 sits at x = j / 3, row i of 3 at y = i / 2; between them, bilinear.
+    centres = [(j / 3, i / 2) for i in range(3) for j in range(4)]
+    points = tf.constant([centres + [(0.5, 0.25)]], tf.float32)
+    sampled = point_sample(tf.constant(GRID), points, align_corners=True).numpy()[0, :, 0]
+    np.testing.assert_allclose(sampled, [*GRID.ravel(), (1.5 + 11.5) / 2], atol=1e-5)
+    indices, cells = most_uncertain_cells(tf.constant(GRID[..., 0]), 12, align_corners=True)
+    np.testing.assert_allclose(
+        point_sample(tf.constant(GRID), cells, align_corners=True)[0, :, 0],
+        GRID.ravel()[indices[0].numpy()],
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_point_sample_agrees_with_the_same_conventions_resize(align_corners):
+    # PointRend's points and the logits' upsampling must put a coarse cell on the same pixel.
+    coarse = tf.random.stateless_normal((1, 5, 5, 3), seed=(1, 2))
+    size = 65
+    resized = resize(coarse, (size, size), "bilinear", align_corners).numpy()[0]
+    pixels = np.arange(size)
+    # half-pixel: point_sample is zero beyond the outer cell centres, resize replicates them.
+    inside = pixels if align_corners else pixels[7:-7]
+    axis = inside / (size - 1) if align_corners else (inside + 0.5) / size
+    xs, ys = np.meshgrid(axis, axis)
+    points = tf.constant(np.stack([xs, ys], -1).reshape(1, -1, 2), tf.float32)
+    sampled = point_sample(coarse, points, align_corners).numpy().reshape(len(axis), len(axis), 3)
+    np.testing.assert_allclose(sampled, resized[np.ix_(inside, inside)], atol=1e-5)
+    labels = tf.constant(np.arange(size * size).reshape(1, size, size))
+    expected = (inside[:, None] * size + inside[None, :]).ravel()
+    np.testing.assert_array_equal(labels_at_points(labels, points, align_corners)[0], expected)

@@ -11,6 +11,7 @@ from tfdeeplab.layers.pointrend import (
     _replace_rows,
     adaptive_subdivision,
 )
+from tfdeeplab.layers.resize_like import resize
 
 
 def test_point_head_concatenates_the_coarse_prediction_everywhere():
@@ -109,3 +110,35 @@ def test_every_subdivision_step_feeds_the_head_the_original_coarse_logits():
     assert fine_points.shape == (1, 10, 2)
     np.testing.assert_allclose(coarse_points, point_sample(coarse, fine_points), atol=1e-6)
     assert np.abs(coarse_points).max() < 10  # nothing of the head's 100s
+
+
+def test_aligned_subdivision_with_a_head_that_agrees_is_one_bilinear_upsampling():
+    """With aligned corners an h-cell map becomes 2h - 1 cells: the old cells keep their
+    positions, and a cell's point equals its bilinear value. So a head that returns its coarse
+    input changes nothing, and three steps equal one corner-aligned resize to 65."""
+    coarse = tf.random.stateless_normal((2, 5, 5, 3), seed=(3, 4))
+    seen = []
+
+    def head(inputs):
+        seen.append(inputs[1])
+        return inputs[1]
+
+    fine = tf.zeros((2, 17, 17, 4))
+    out = adaptive_subdivision(coarse, fine, (65, 65), head, steps=3, align_corners=True)
+    np.testing.assert_allclose(
+        out, resize(coarse, (65, 65), "bilinear", align_corners=True), atol=1e-5
+    )
+    # points=None: the 9×9 map of the first step, every cell of it at every step.
+    assert [int(points.shape[1]) for points in seen] == [81, 81, 81]
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_refiner_conventions_save_and_convert(tmp_path, align_corners):
+    image = keras.Input((None, None, 3))
+    fine = keras.layers.Conv2D(6, 4, strides=4, padding="same", activation="relu")(image)
+    coarse = keras.layers.Conv2D(3, 4, strides=4, padding="same")(fine)
+    refiner = PointRendRefiner(3, steps=2, channels=8, align_corners=align_corners)
+    model = keras.Model(image, refiner([coarse, fine, image]))
+    x = images(1, 65, 65)
+    assert_save_load_equal(model, x, tmp_path, atol=1e-5)
+    assert_litert_matches(model, x, rtol=1e-3, dynamic_size=False)

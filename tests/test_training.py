@@ -1,7 +1,6 @@
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.helpers import free_ports
 from tfdeeplab.schedules import PolyDecayWithWarmup
 from tfdeeplab.training import RunExistsError, TrainConfig, train
 
@@ -117,19 +117,9 @@ def test_mixed_precision_trains_with_float32_logits(scenes, tmp_path):
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_multiworker_processes_end_with_identical_weights(scenes, tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     args = [
         sys.executable, "-m", "tfdeeplab.cli", "train", "--data", str(scenes),
         "--out", str(tmp_path), "--distribute", "multiworker", "--epochs", "1",

@@ -322,7 +322,12 @@ def build_parser():
     run.add_argument(
         "--no-pointrend", dest="pointrend", action="store_false", help="plain DeepLabV3"
     )
-    run.add_argument("--image-size", type=int, default=192)
+    run.add_argument(
+        "--image-size",
+        type=int,
+        default=193,
+        help="scene and crop size; 16·k + 1 keeps feature cells on pixels",
+    )
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--epochs", type=int, default=6)
     run.add_argument("--steps-per-epoch", type=int, default=None)

@@ -9,7 +9,7 @@ import keras
 from tfdeeplab.backbones import OUTPUT_STRIDES, get_backbone
 from tfdeeplab.layers.aspp import ASPP
 from tfdeeplab.layers.pointrend import PointRendDeepLab, PointRendRefiner
-from tfdeeplab.layers.resize_like import ResizeLike
+from tfdeeplab.layers.resize_like import AlignedPadding, CropLike, ResizeLike
 from tfdeeplab.segmentation_model import SegmentationModel
 
 PAPER_RATES_AT_OS16 = (6, 12, 18)
@@ -88,6 +88,7 @@ def DeepLabV3(
     pointrend_points=None,
     subdivision_steps=None,
     crop_size=None,
+    align_corners=True,
     name=None,
 ):
     """Builds DeepLabV3 as a functional `keras.Model`.
@@ -117,6 +118,13 @@ def DeepLabV3(
         subdivision_steps: None: log2(output_stride) - 1 (stride 2; the last 2× is bilinear).
         crop_size: the training crop (pixels), which "auto" rates are scaled to when H and W
             of `input_shape` are None; None: 513, the paper's.
+        align_corners: the pixel-grid convention of the logits' upsampling and PointRend's
+            points (see `tfdeeplab.layers.resize_like`). True (default, DeepLab's): the model
+            pads its input at the bottom and right to the next 32·k + 1 pixels (none at 129,
+            193, 513: use such crops), where the backbones' cells sit on pixels
+            output_stride·i (`benchmarks.alignment`), upsamples with aligned corners, and
+            crops the logits back to the input. False: half-pixel centres (torchvision's), no
+            padding; the cells are then off by up to half a stride.
         name: model name; default `deeplabv3_<backbone>_os<output_stride>`.
 
     Returns:
@@ -138,19 +146,19 @@ def DeepLabV3(
         output_stride,
         _crop_of(input_shape, crop_size),
     )
+    images = keras.Input(shape=tuple(input_shape), name="image")
+    padded = AlignedPadding(name="aligned_padding")(images) if align_corners else images
     features = get_backbone(
         backbone,
         output_stride=output_stride,
         weights=backbone_weights,
-        input_shape=input_shape,
+        input_shape=padded.shape[1:],
         multi_grid=multi_grid,
         alpha=alpha,
         batchnorm_momentum=batchnorm_momentum,
     )
     features.name = "backbone"
-
-    images = keras.Input(shape=tuple(input_shape), name="image")
-    maps = features(images)
+    maps = features(padded)
     high = maps["high"]
     x = ASPP(
         filters=aspp_filters,
@@ -162,10 +170,22 @@ def DeepLabV3(
     x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     name = name or f"deeplabv3_{backbone}_os{output_stride}"
     if not pointrend:
-        logits = ResizeLike("bilinear", dtype="float32", name="logits")([x, images])
+        if not align_corners:
+            logits = ResizeLike("bilinear", dtype="float32", name="logits")([x, images])
+            return SegmentationModel(images, logits, name=name)
+        logits = ResizeLike("bilinear", True, dtype="float32", name="upsampled")([x, padded])
+        logits = CropLike(dtype="float32", name="logits")([logits, images])
         return SegmentationModel(images, logits, name=name)
     steps = output_stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
     refiner = PointRendRefiner(
-        num_classes, steps=steps, points=pointrend_points, dtype="float32", name="pointrend"
+        num_classes,
+        steps=steps,
+        points=pointrend_points,
+        align_corners=align_corners,
+        dtype="float32",
+        name="pointrend",
     )
-    return PointRendDeepLab(images, refiner([x, maps["low"], images]), name=f"{name}_pointrend")
+    logits = refiner([x, maps["low"], padded])
+    if align_corners:
+        logits = CropLike(dtype="float32", name="logits")([logits, images])
+    return PointRendDeepLab(images, logits, name=f"{name}_pointrend")

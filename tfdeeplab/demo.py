@@ -43,7 +43,7 @@ class DemoConfig:
     alpha: float = 1.0
     output_stride: int = 16
     pointrend: bool = True
-    image_size: int = 192
+    image_size: int = 193
     batch_size: int = 8
     epochs: int = 6
     steps_per_epoch: int | None = None

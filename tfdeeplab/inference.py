@@ -6,6 +6,8 @@ Shapes: B batch, H height, W width, C classes.
 import numpy as np
 import tensorflow as tf
 
+from tfdeeplab.layers.pointrend import PointRendRefiner
+from tfdeeplab.layers.resize_like import ResizeLike, resize
 from tfdeeplab.metrics import boundary_counts, confusion_matrix, segmentation_report
 
 
@@ -13,7 +15,9 @@ def predict_probabilities(model, images, scales=(1.0,), flip=False):
     """Class probabilities (B, H, W, C) averaged over input scales and horizontal flips.
 
     DeepLabV3 (section 4.1) evaluates at scales {0.5, 0.75, 1, 1.25, 1.5, 1.75} with flips;
-    every view's logits are resized back to (H, W) before the softmax is averaged.
+    every view's logits are resized back to (H, W) before the softmax is averaged. Views are
+    resized under the model's pixel-grid convention (`model_align_corners`); with aligned
+    corners a scale s takes H to round((H - 1)·s) + 1.
 
     Args:
         model: a segmentation model returning logits at its input resolution.
@@ -23,18 +27,30 @@ def predict_probabilities(model, images, scales=(1.0,), flip=False):
     """
     images = tf.convert_to_tensor(images, tf.float32)
     size = tf.shape(images)[1:3]
+    aligned = model_align_corners(model)
+    corner = 1 if aligned else 0
     total = None
     for scale in scales:
-        scaled_size = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
-        scaled = images if scale == 1 else tf.image.resize(images, scaled_size, "bilinear")
+        span = tf.cast(size - corner, tf.float32) * scale
+        scaled_size = tf.maximum(tf.cast(tf.round(span), tf.int32) + corner, 1)
+        scaled = images if scale == 1 else resize(images, scaled_size, "bilinear", aligned)
         views = [(scaled, False)] + ([(tf.reverse(scaled, [2]), True)] if flip else [])
         for view, mirrored in views:
             logits = tf.cast(model(view, training=False), tf.float32)
             if mirrored:
                 logits = tf.reverse(logits, [2])
-            probabilities = tf.nn.softmax(tf.image.resize(logits, size, "bilinear"), axis=-1)
+            probabilities = tf.nn.softmax(resize(logits, size, "bilinear", aligned), axis=-1)
             total = probabilities if total is None else total + probabilities
     return (total / (len(scales) * (2 if flip else 1))).numpy()
+
+
+def model_align_corners(model):
+    """The pixel-grid convention of a tfdeeplab model's upsampling (its `ResizeLike` or
+    `PointRendRefiner`); False (half-pixel) for other models."""
+    for layer in model.layers:
+        if isinstance(layer, ResizeLike | PointRendRefiner):
+            return layer.align_corners
+    return False
 
 
 def evaluate(

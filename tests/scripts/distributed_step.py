@@ -1,8 +1,12 @@
 """One SGD step of a tiny DeepLabV3 (plain and PointRend) on one device and under a 2-replica
-MirroredStrategy over two logical CPUs, for the same global batch; prints the losses and the
-largest difference of the weight updates as JSON.
+strategy, for the same global batch; prints the losses and the largest difference of the weight
+updates as JSON.
 
-Run in its own process: logical devices must be configured before TensorFlow starts.
+    python distributed_step.py               # MirroredStrategy over two logical CPUs
+    TF_CONFIG=... python distributed_step.py multiworker   # one of 2 workers, one CPU each
+
+Run in its own process: logical devices must be configured before TensorFlow starts. Under
+MultiWorkerMirroredStrategy worker i trains on images 2i and 2i + 1 of the global batch.
 """
 
 import json
@@ -14,8 +18,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import tensorflow as tf
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+MULTIWORKER = sys.argv[1:] == ["multiworker"]
+if not MULTIWORKER:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras
 import numpy as np
@@ -66,18 +72,34 @@ def build(pointrend_on, weights=None):
     return model
 
 
-def one_step(model):
+def one_step(model, dataset=None):
     x, y = data()
     before = [w.numpy().copy() for w in model.trainable_weights]
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    if dataset is None:
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
     loss = model.fit(dataset, epochs=1, verbose=0, shuffle=False).history["loss"][0]
     updates = [w.numpy() - b for w, b in zip(model.trainable_weights, before, strict=True)]
     return loss, updates
 
 
+def worker_shards(strategy):
+    """Each worker's half of the global batch, through the strategy's input contexts."""
+    x, y = data()
+
+    def shard(context):
+        part = slice(2 * context.input_pipeline_id, 2 * context.input_pipeline_id + 2)
+        return tf.data.Dataset.from_tensor_slices((x[part], y[part])).batch(2)
+
+    return strategy.distribute_datasets_from_function(shard)
+
+
 def main():
     pointrend.sample_training_points = fixed_points
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    if MULTIWORKER:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+    else:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     results = {}
     for pointrend_on in (False, True):
         single = build(pointrend_on)
@@ -85,7 +107,8 @@ def main():
         single_loss, single_updates = one_step(single)
         with strategy.scope():
             mirrored = build(pointrend_on, weights)
-        mirrored_loss, mirrored_updates = one_step(mirrored)
+        shards = worker_shards(strategy) if MULTIWORKER else None
+        mirrored_loss, mirrored_updates = one_step(mirrored, shards)
         results["pointrend" if pointrend_on else "deeplabv3"] = {
             "single_loss": single_loss,
             "mirrored_loss": mirrored_loss,

@@ -21,8 +21,8 @@ import tensorflow as tf
 from PIL import Image
 
 from tfdeeplab.data.folder import SegmentationFolder, scan_folder
+from tfdeeplab.layers.resize_like import IMAGENET_MEAN_RGB
 
-IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 SPLITS = ("train", "val")
 
 

@@ -3,13 +3,15 @@
 from tfdeeplab.layers.aspp import ASPP
 from tfdeeplab.layers.atrous import AtrousConv2D, AtrousDepthwiseConv2D, AtrousSeparableConv2D
 from tfdeeplab.layers.image_normalization import ImageNormalization, NormalizationMode
-from tfdeeplab.layers.resize_like import ResizeLike
+from tfdeeplab.layers.resize_like import AlignedPadding, CropLike, ResizeLike
 
 __all__ = [
     "ASPP",
+    "AlignedPadding",
     "AtrousConv2D",
     "AtrousDepthwiseConv2D",
     "AtrousSeparableConv2D",
+    "CropLike",
     "ImageNormalization",
     "NormalizationMode",
     "ResizeLike",

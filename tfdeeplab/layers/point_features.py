@@ -2,16 +2,31 @@
 
 Shape legend: B batch, H height, W width, C channels (or classes), N points.
 
-Points are normalised (x, y) in [0, 1] where pixel column j of a W-wide map has its centre at
-x = (j + 0.5) / W (likewise rows): the convention of detectron2's `point_sample`
-(`grid_sample` with align_corners=False). Every function uses only ops with TFLite builtins
-(GATHER_ND, TOPK_V2, FLOOR, ...), so models built on them convert without Flex ops.
+Points are normalised (x, y) in [0, 1], under one of the two pixel-grid conventions of
+`tfdeeplab.layers.resize_like` (the same one as the model's resizes):
+- align_corners=False: column j of a W-wide map has its centre at x = (j + 0.5) / W (likewise
+  rows), the convention of detectron2's `point_sample` (`grid_sample` with align_corners=False);
+- align_corners=True: column j sits at x = j / (W - 1), so x = 0 and 1 are the centres of the
+  first and last cells of every map (DeepLab's convention for s·k + 1 inputs).
+
+Every function uses only ops with TFLite builtins (GATHER_ND, TOPK_V2, FLOOR, ...), so models
+built on them convert without Flex ops.
 """
 
 import tensorflow as tf
 
 
-def point_sample(features, points):
+def cell_coordinates(points, height, width, align_corners=False):
+    """Continuous (x, y) cell coordinates, whose integers are cell centres, of normalised
+    `points` (..., 2) on an H×W map."""
+    points = tf.cast(points, tf.float32)
+    height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    if align_corners:
+        return points[..., 0] * (width - 1), points[..., 1] * (height - 1)
+    return points[..., 0] * width - 0.5, points[..., 1] * height - 0.5
+
+
+def point_sample(features, points, align_corners=False):
     """Bilinear samples of `features` (B, H, W, C) at `points` (B, N, 2); zero outside the map.
 
     Returns:
@@ -19,10 +34,7 @@ def point_sample(features, points):
     """
     shape = tf.shape(features)
     height, width = shape[1], shape[2]
-    points = tf.cast(points, tf.float32)
-    # Continuous pixel coordinates whose integers are pixel centres.
-    x = points[..., 0] * tf.cast(width, tf.float32) - 0.5
-    y = points[..., 1] * tf.cast(height, tf.float32) - 0.5
+    x, y = cell_coordinates(points, height, width, align_corners)
     x0, y0 = tf.floor(x), tf.floor(y)
     wx1, wy1 = x - x0, y - y0
     x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
@@ -47,7 +59,9 @@ def uncertainty(logits):
     return top2[..., 1] - top2[..., 0]
 
 
-def sample_training_points(coarse_logits, num_points, oversample=3, importance=0.75, seed=None):
+def sample_training_points(
+    coarse_logits, num_points, oversample=3, importance=0.75, seed=None, align_corners=False
+):
     """Training points: the most uncertain of `oversample`·N random points plus random ones.
 
     Paper, section 3.1: draw k·N uniform points, keep the β·N whose *interpolated* coarse
@@ -72,14 +86,14 @@ def sample_training_points(coarse_logits, num_points, oversample=3, importance=0
     sampled = int(oversample * num_points)
     important = int(importance * num_points)
     candidates = tf.random.uniform((batch, sampled, 2), seed=seed)
-    scores = uncertainty(point_sample(coarse_logits, candidates))
+    scores = uncertainty(point_sample(coarse_logits, candidates, align_corners))
     chosen = tf.math.top_k(scores, k=important).indices
     points = tf.gather(candidates, chosen, batch_dims=1)
     random = tf.random.uniform((batch, num_points - important, 2), seed=seed)
     return tf.concat([points, random], axis=1)
 
 
-def most_uncertain_cells(uncertainty_map, num_points):
+def most_uncertain_cells(uncertainty_map, num_points, align_corners=False):
     """Inference points: the N most uncertain cells of a (B, H, W) map (paper, section 3.1).
 
     Returns:
@@ -91,11 +105,16 @@ def most_uncertain_cells(uncertainty_map, num_points):
     flat = tf.reshape(uncertainty_map, (shape[0], height * width))
     indices = tf.math.top_k(flat, k=num_points).indices
     rows, columns = indices // width, indices % width
-    points = tf.stack(
-        [
-            (tf.cast(columns, tf.float32) + 0.5) / tf.cast(width, tf.float32),
-            (tf.cast(rows, tf.float32) + 0.5) / tf.cast(height, tf.float32),
-        ],
+    return indices, tf.stack(
+        [_cell_centre(columns, width, align_corners), _cell_centre(rows, height, align_corners)],
         axis=-1,
     )
-    return indices, points
+
+
+def _cell_centre(index, size, align_corners):
+    """The normalised coordinate of cell `index` of a `size`-cell axis (0 on a 1-cell axis
+    with aligned corners)."""
+    index, size = tf.cast(index, tf.float32), tf.cast(size, tf.float32)
+    if align_corners:
+        return index / tf.maximum(size - 1, 1)
+    return (index + 0.5) / size

@@ -9,11 +9,13 @@ import keras
 import tensorflow as tf
 
 from tfdeeplab.layers.point_features import (
+    cell_coordinates,
     most_uncertain_cells,
     point_sample,
     sample_training_points,
     uncertainty,
 )
+from tfdeeplab.layers.resize_like import resize
 from tfdeeplab.losses import replica_mean, sparse_labels
 from tfdeeplab.segmentation_model import SegmentationModel
 
@@ -104,7 +106,7 @@ def _replace_rows(flat, indices, rows):
     return flat * (1 - mask) + values
 
 
-def adaptive_subdivision(coarse, fine, size, head, steps, points=None):
+def adaptive_subdivision(coarse, fine, size, head, steps, points=None, align_corners=False):
     """PointRend inference: `steps` times, upsample 2× and re-predict the most uncertain cells.
 
     As in training (and detectron2's `PointRendSemSegHead`), the point head's inputs at every
@@ -119,6 +121,9 @@ def adaptive_subdivision(coarse, fine, size, head, steps, points=None):
         head: callable `[fine points (B, N, C), coarse points (B, N, K)]` → logits (B, N, K).
         steps: subdivision steps.
         points: N per step; None: the cells of the map after the first step.
+        align_corners: the pixel-grid convention of every resize and point (see
+            `tfdeeplab.layers.resize_like`); with it, an h-cell axis becomes 2h - 1 cells, so
+            that the old cells keep their positions and one new cell falls between each pair.
 
     Returns:
         Float32 logits (B, H, W, K), the refined map resized bilinearly to `size`.
@@ -130,16 +135,22 @@ def adaptive_subdivision(coarse, fine, size, head, steps, points=None):
     for _ in range(steps):
         shape = tf.shape(logits)
         height, width = 2 * shape[1], 2 * shape[2]
-        logits = tf.image.resize(logits, (height, width), method="bilinear")
+        if align_corners:
+            height, width = height - 1, width - 1
+        logits = resize(logits, (height, width), "bilinear", align_corners)
         cells = height * width
         if cap is None:
             cap = cells if points is None else tf.constant(points)
-        indices, where = most_uncertain_cells(uncertainty(logits), tf.minimum(cap, cells))
+        indices, where = most_uncertain_cells(
+            uncertainty(logits), tf.minimum(cap, cells), align_corners
+        )
         flat = tf.reshape(logits, (shape[0], cells, classes))
-        refined = head([point_sample(fine, where), point_sample(coarse, where)])
+        refined = head(
+            [point_sample(fine, where, align_corners), point_sample(coarse, where, align_corners)]
+        )
         flat = _replace_rows(flat, indices, tf.cast(refined, tf.float32))
         logits = tf.reshape(flat, (shape[0], height, width, classes))
-    return tf.image.resize(logits, size, method="bilinear")
+    return resize(logits, size, "bilinear", align_corners)
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
@@ -157,6 +168,9 @@ class PointRendRefiner(keras.layers.Layer):
         training_points: N per image in training; None uses the cells of the coarse map.
         ignore_label: label without a point loss.
         point_loss_weight: weight of the point loss added to the dense loss.
+        align_corners: the pixel-grid convention of the resizes and points (see
+            `tfdeeplab.layers.resize_like`); False by default so that models saved before the
+            option load unchanged; `DeepLabV3` builds with True.
 
     Call with `[coarse logits (B, h, w, K), fine features (B, H4, W4, C), image (B, H, W, 3)]`;
     returns logits (B, H, W, K).
@@ -177,6 +191,7 @@ class PointRendRefiner(keras.layers.Layer):
         training_points=None,
         ignore_label=255,
         point_loss_weight=1.0,
+        align_corners=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -188,6 +203,7 @@ class PointRendRefiner(keras.layers.Layer):
         self.training_points_count = None if training_points is None else int(training_points)
         self.ignore_label = int(ignore_label)
         self.point_loss_weight = float(point_loss_weight)
+        self.align_corners = bool(align_corners)
         # The training points and the head's logits there travel from this layer's forward
         # pass to `PointRendDeepLab.compute_loss` of the same step. They are kept per thread:
         # MirroredStrategy runs each replica's step in its own thread, and the replicas
@@ -203,6 +219,16 @@ class PointRendRefiner(keras.layers.Layer):
     @training_points.setter
     def training_points(self, value):
         self._step.points = value
+
+    @property
+    def training_image_size(self):
+        """(H, W) of the image (padded, if the model pads) that this thread's last training
+        points are normalised to, or None."""
+        return getattr(self._step, "size", None)
+
+    @training_image_size.setter
+    def training_image_size(self, value):
+        self._step.size = value
 
     @property
     def training_point_logits(self):
@@ -222,7 +248,13 @@ class PointRendRefiner(keras.layers.Layer):
         if training:
             return self._train(coarse, fine, image)
         return adaptive_subdivision(
-            coarse, fine, tf.shape(image)[1:3], self.head, self.steps, self.points
+            coarse,
+            fine,
+            tf.shape(image)[1:3],
+            self.head,
+            self.steps,
+            self.points,
+            self.align_corners,
         )
 
     def _train(self, coarse, fine, image):
@@ -236,12 +268,17 @@ class PointRendRefiner(keras.layers.Layer):
             count = coarse.shape[1] * coarse.shape[2]
         coarse32 = tf.cast(coarse, tf.float32)
         # Point selection sees no gradient: it only decides where to look.
-        points = sample_training_points(tf.stop_gradient(coarse32), count)
+        aligned = self.align_corners
+        points = sample_training_points(tf.stop_gradient(coarse32), count, align_corners=aligned)
         self.training_points = points
+        self.training_image_size = tf.shape(image)[1:3]
         self.training_point_logits = tf.cast(
-            self.head([point_sample(fine, points), point_sample(coarse32, points)]), tf.float32
+            self.head(
+                [point_sample(fine, points, aligned), point_sample(coarse32, points, aligned)]
+            ),
+            tf.float32,
         )
-        return tf.image.resize(coarse32, tf.shape(image)[1:3], method="bilinear")
+        return resize(coarse32, tf.shape(image)[1:3], "bilinear", aligned)
 
     def compute_output_shape(self, input_shapes):
         image_shape = input_shapes[2]
@@ -258,16 +295,17 @@ class PointRendRefiner(keras.layers.Layer):
             "training_points": self.training_points_count,
             "ignore_label": self.ignore_label,
             "point_loss_weight": self.point_loss_weight,
+            "align_corners": self.align_corners,
         }
 
 
-def labels_at_points(labels, points):
+def labels_at_points(labels, points, align_corners=False):
     """Nearest-neighbour labels (B, N) of a (B, H, W) mask at normalised points (B, N, 2)."""
     shape = tf.shape(labels)
-    size = tf.cast(tf.stack([shape[2], shape[1]]), tf.float32)
-    cells = tf.cast(tf.floor(points * size), tf.int32)
-    column = tf.clip_by_value(cells[..., 0], 0, shape[2] - 1)
-    row = tf.clip_by_value(cells[..., 1], 0, shape[1] - 1)
+    x, y = cell_coordinates(points, shape[1], shape[2], align_corners)
+    # The nearest pixel centre (x = 0.5 is halfway, rounded up).
+    column = tf.clip_by_value(tf.cast(tf.floor(x + 0.5), tf.int32), 0, shape[2] - 1)
+    row = tf.clip_by_value(tf.cast(tf.floor(y + 0.5), tf.int32), 0, shape[1] - 1)
     return tf.gather_nd(labels, tf.stack([row, column], axis=-1), batch_dims=1)
 
 
@@ -290,12 +328,19 @@ class PointRendDeepLab(SegmentationModel):
         if not training or y is None or refiner.training_point_logits is None:
             return loss
         labels = tf.cast(sparse_labels(y, len(y_pred.shape)), tf.int32)
+        # Points are normalised to the refiner's image: the input padded by `AlignedPadding`,
+        # if the model pads. The padding has no labels.
+        extra = refiner.training_image_size - tf.shape(labels)[1:3]
+        labels = tf.pad(
+            labels, [[0, 0], [0, extra[0]], [0, extra[1]]], constant_values=refiner.ignore_label
+        )
         value = point_loss(
-            labels_at_points(labels, refiner.training_points),
+            labels_at_points(labels, refiner.training_points, refiner.align_corners),
             refiner.training_point_logits,
             refiner.ignore_label,
         )
         refiner.training_points = refiner.training_point_logits = None
+        refiner.training_image_size = None
         return loss + refiner.point_loss_weight * tf.cast(value, loss.dtype)
 
 
