@@ -6,7 +6,7 @@ updates as JSON.
     TF_CONFIG=... python distributed_step.py multiworker   # one of 2 workers, one CPU each
 
 Run in its own process: logical devices must be configured before TensorFlow starts. Under
-MultiWorkerMirroredStrategy worker i trains on images 2i and 2i + 1 of the global batch.
+MultiWorkerMirroredStrategy each worker trains on its half of the global batch.
 """
 
 import json
@@ -29,6 +29,7 @@ import numpy as np
 import tfdeeplab.layers.pointrend as pointrend
 from tfdeeplab import DeepLabV3
 from tfdeeplab.losses import SegmentationLoss
+from tfdeeplab.training import _patch_for_multiworker
 
 SIZE, BATCH, CLASSES = 32, 4, 3
 
@@ -82,15 +83,13 @@ def one_step(model, dataset=None):
     return loss, updates
 
 
-def worker_shards(strategy):
-    """Each worker's half of the global batch, through the strategy's input contexts."""
+def worker_shards():
+    """The global batch, sharded by element across the workers: `fit` splits the batch of 4
+    into the workers' batches of 2, and each worker keeps its own."""
     x, y = data()
-
-    def shard(context):
-        part = slice(2 * context.input_pipeline_id, 2 * context.input_pipeline_id + 2)
-        return tf.data.Dataset.from_tensor_slices((x[part], y[part])).batch(2)
-
-    return strategy.distribute_datasets_from_function(shard)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).with_options(options)
 
 
 def main():
@@ -107,7 +106,11 @@ def main():
         single_loss, single_updates = one_step(single)
         with strategy.scope():
             mirrored = build(pointrend_on, weights)
-        shards = worker_shards(strategy) if MULTIWORKER else None
+        shards = None
+        if MULTIWORKER:
+            # As `tfdeeplab.training.train` does: Keras 3's fit needs it under this strategy.
+            _patch_for_multiworker(mirrored)
+            shards = worker_shards()
         mirrored_loss, mirrored_updates = one_step(mirrored, shards)
         results["pointrend" if pointrend_on else "deeplabv3"] = {
             "single_loss": single_loss,
