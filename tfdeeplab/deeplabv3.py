@@ -169,23 +169,24 @@ def DeepLabV3(
     )(high)
     x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     name = name or f"deeplabv3_{backbone}_os{output_stride}"
-    if not pointrend:
-        if not align_corners:
-            logits = ResizeLike("bilinear", dtype="float32", name="logits")([x, images])
-            return SegmentationModel(images, logits, name=name)
-        logits = ResizeLike("bilinear", True, dtype="float32", name="upsampled")([x, padded])
-        logits = CropLike(dtype="float32", name="logits")([logits, images])
-        return SegmentationModel(images, logits, name=name)
-    steps = output_stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
-    refiner = PointRendRefiner(
-        num_classes,
-        steps=steps,
-        points=pointrend_points,
-        align_corners=align_corners,
-        dtype="float32",
-        name="pointrend",
-    )
-    logits = refiner([x, maps["low"], padded])
+    if pointrend:
+        steps = output_stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
+        refiner = PointRendRefiner(
+            num_classes,
+            steps=steps,
+            points=pointrend_points,
+            align_corners=align_corners,
+            dtype="float32",
+            name="pointrend",
+        )
+        logits = refiner([x, maps["low"], padded])
+    else:
+        # Named "logits" when it is the output; the crop below takes the name otherwise.
+        upsampled = "upsampled" if align_corners else "logits"
+        resize = ResizeLike("bilinear", align_corners, dtype="float32", name=upsampled)
+        logits = resize([x, padded])
     if align_corners:
         logits = CropLike(dtype="float32", name="logits")([logits, images])
-    return PointRendDeepLab(images, logits, name=f"{name}_pointrend")
+    if pointrend:
+        return PointRendDeepLab(images, logits, name=f"{name}_pointrend")
+    return SegmentationModel(images, logits, name=name)
