@@ -11,6 +11,33 @@ import keras
 import pytest
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run the tests marked slow (full demo, multi-worker, full-width backbones, "
+        "QAT fine-tuning); `-m slow --run-slow` runs only them",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without --run-slow, tests marked slow are deselected (not skipped: they are a separate
+    set that CI runs on its own, not tests that could not run here)."""
+    if config.getoption("--run-slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def pytest_report_header(config):
+    if not config.getoption("--run-slow"):
+        return "slow tests deselected; add --run-slow to run them too"
+    return None
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Each test starts from the same seed and without layers named by earlier tests."""

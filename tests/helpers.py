@@ -5,6 +5,7 @@ import socket
 
 import keras
 import numpy as np
+import pytest
 
 from converters import LiteRTModel, convert_to_tflite
 
@@ -19,6 +20,16 @@ TINY_KWARGS = {
     "xception": {},
 }
 DILATION_OPS = {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+# Backbones the default (fast) test run covers; the full-width others run with --run-slow.
+FAST_BACKBONES = ("mobilenetv2", "resnet50")
+
+
+def backbone_params(names):
+    """`names` as pytest parameters, those beyond FAST_BACKBONES marked slow."""
+    return [
+        name if name in FAST_BACKBONES else pytest.param(name, marks=pytest.mark.slow)
+        for name in names
+    ]
 
 
 def images(batch=1, height=64, width=64, seed=SEED):

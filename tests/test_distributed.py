@@ -29,6 +29,7 @@ def run_script(name, *args, timeout=600):
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_one_sgd_step_on_two_replicas_equals_one_device():
     """Loss and gradients of one step of the same global batch (with ignored pixels unevenly
     split between the replicas) equal the single-device ones, for DeepLabV3 and PointRend."""
@@ -68,6 +69,7 @@ def test_one_sgd_step_on_two_workers_equals_one_device():
             assert result["max_update_difference"] < 1e-5, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["deeplabv3", "pointrend"])
 def test_predict_and_evaluate_on_two_replicas_take_any_batch_size(variant):
     """A batch of 1, and a last batch of 1 in batches of 2, leave one replica empty."""

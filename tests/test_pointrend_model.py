@@ -61,6 +61,7 @@ def test_training_without_a_fixed_crop_size_is_refused():
         )
 
 
+@pytest.mark.slow
 def test_pointrend_converts_to_litert_fp32_and_int8_with_builtin_ops(trained_tiny_pointrend):
     # Trained: an untrained model's near-tied logits make int8 agreement meaningless.
     model = trained_tiny_pointrend

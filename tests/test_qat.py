@@ -17,6 +17,7 @@ from converters.qat import calibrate_activation_ranges, quantize_aware_model
 from tests.helpers import (
     TINY_KWARGS,
     assert_clean_graph,
+    backbone_params,
     cell_images,
     images,
     randomize_batchnorm,
@@ -28,7 +29,7 @@ SIZE = 64
 TINY = {"backbone": "mobilenetv2", "alpha": 0.35, "aspp_filters": 16}
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", backbone_params(BACKBONES))
 def test_bridge_reproduces_the_keras3_model_before_quantization(backbone):
     model = DeepLabV3(3, backbone, output_stride=8, aspp_filters=16, **TINY_KWARGS[backbone])
     randomize_batchnorm(model)
@@ -69,6 +70,7 @@ def test_bridge_names_a_layer_it_cannot_translate():
         to_tf_keras(model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pointrend", [False, True])
 def test_qat_fine_tunes_and_exports_full_integer(pointrend, tmp_path, request):
     model = request.getfixturevalue("trained_tiny_pointrend" if pointrend else "trained_tiny")
