@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.latency import in_subprocess
-from benchmarks.stats import machine, time_runs
+from benchmarks.stats import Timing, add_timing_arguments, machine, time_runs
+from benchmarks.worker import add_onednn_argument, run_in_subprocess, set_tf_threads
 
 NUM_CLASSES = 21
 
@@ -35,9 +35,7 @@ def _images(batch, size, seed=0):
 
 
 def _ours(output_stride, batch, size, threads, timing):
-    from benchmarks.latency import _set_tf_threads
-
-    tf = _set_tf_threads(threads)
+    tf = set_tf_threads(threads)
     from benchmarks.flops import graph_macs
     from tfdeeplab import DeepLabV3
 
@@ -56,9 +54,7 @@ def _keras_timing(tf, model, graph_macs, batch, size, timing):
 
 
 def _keras_hub(batch, size, threads, timing):
-    from benchmarks.latency import _set_tf_threads
-
-    tf = _set_tf_threads(threads)
+    tf = set_tf_threads(threads)
     import keras_hub
 
     from benchmarks.flops import graph_macs
@@ -118,8 +114,8 @@ PEERS = {
 }
 
 
-def peer_worker(job):
-    """Runs in the subprocess (see `benchmarks.latency.in_subprocess`)."""
+def peer_job(job):
+    """One peer's measurement, as a `benchmarks.worker` target."""
     _, measure = PEERS[job["name"]]
     return measure(job["batch"], job["input_size"], job["threads"], job["timing"])
 
@@ -129,7 +125,11 @@ def _available(module, python):
     return subprocess.run([python, "-c", check], capture_output=True).returncode == 0
 
 
-def compare(size, batch=1, threads=None, timing=None, torch_python=None, progress=print):
+def compare(
+    size, batch=1, threads=None, timing=None, torch_python=None, progress=print, onednn=False
+):
+    """Measures every installed peer, each in its own subprocess (TF ones with oneDNN kernels
+    on or off as `onednn` says); returns the rows with their latency ratio to torchvision's."""
     threads = threads or os.cpu_count()
     rows, skipped = [], {}
     for name, (module, _) in PEERS.items():
@@ -139,14 +139,16 @@ def compare(size, batch=1, threads=None, timing=None, torch_python=None, progres
             progress(f"{name}: skipped ({skipped[name]})")
             continue
         job = {
-            "task": "peer",
             "name": name,
             "batch": batch,
             "input_size": size,
             "threads": threads,
             "timing": timing or {},
         }
-        row = {"name": name, **in_subprocess(job, name, python=python)}
+        measured = run_in_subprocess(
+            "benchmarks.compare_peers:peer_job", job, name, python=python, onednn=onednn
+        )
+        row = {"name": name, **measured, "onednn": onednn}
         rows.append(row)
         progress(f"{name}: p50 {row['runs']['p50_ms']:.1f} ms, {row['macs'] / 1e9:.1f} GMACs")
     reference = next((row for row in rows if row["name"].startswith("torchvision")), None)
@@ -155,7 +157,13 @@ def compare(size, batch=1, threads=None, timing=None, torch_python=None, progres
         row["latency_ratio"] = row["runs"]["p50_ms"] / reference["runs"]["p50_ms"]
     return {
         "machine": machine(),
-        "settings": {"input_size": size, "batch": batch, "threads": threads, "timing": timing},
+        "settings": {
+            "input_size": size,
+            "batch": batch,
+            "threads": threads,
+            "timing": timing,
+            "onednn": onednn,
+        },
         "reference": reference["name"] if reference else None,
         "results": rows,
         "skipped": skipped,
@@ -185,23 +193,23 @@ def main(argv=None):
     parser.add_argument("--input-size", type=int, default=513)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="default: every core")
-    parser.add_argument("--warmup-runs", type=int, default=1)
-    parser.add_argument("--min-runs", type=int, default=10)
-    parser.add_argument("--min-secs", type=float, default=1.0)
-    parser.add_argument("--max-secs", type=float, default=150.0)
+    add_timing_arguments(parser)
+    add_onednn_argument(parser)
     parser.add_argument("--torch-python", help="python of an environment with torchvision")
     parser.add_argument("--json", help="write the report to this JSON file")
     args = parser.parse_args(argv)
-    timing = {
-        "warmup_runs": args.warmup_runs,
-        "min_runs": args.min_runs,
-        "min_secs": args.min_secs,
-        "max_secs": args.max_secs,
-    }
-    report = compare(args.input_size, args.batch, args.threads, timing, args.torch_python)
+    timing = Timing.from_args(args).as_dict()
+    report = compare(
+        args.input_size,
+        args.batch,
+        args.threads,
+        timing,
+        args.torch_python,
+        onednn=args.onednn,
+    )
     print(markdown_table(report))
     if args.json:
-        from tfdeeplab.io import atomic_write_bytes
+        from tfdeeplab.atomic import atomic_write_bytes
 
         atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
         print(f"wrote {Path(args.json)}")

@@ -9,21 +9,20 @@ comparable; absolute times drift on shared machines. Prints a table and writes J
 
 import argparse
 import json
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-import tensorflow as tf
 
-from benchmarks.stats import machine, time_runs
-from tfdeeplab import DeepLabV3
-from tfdeeplab.io import atomic_write_bytes
+from benchmarks.stats import Timing, add_timing_arguments, machine, time_runs
+from benchmarks.worker import add_onednn_argument, start_tensorflow
 
 
 def measure(
     backbone, output_stride, input_size, batch, num_classes, jit_compile, timing, pointrend=False
 ):
+    import tensorflow as tf
+
+    from tfdeeplab import DeepLabV3
+
     model = DeepLabV3(
         num_classes, backbone=backbone, output_stride=output_stride, pointrend=pointrend
     )
@@ -56,21 +55,19 @@ def main(argv=None):
         "--pointrend", choices=("off", "on", "both"), default="off", help="PointRend head"
     )
     parser.add_argument("--threads", type=int, default=0, help="TF intra/inter-op threads")
-    parser.add_argument("--warmup-runs", type=int, default=2)
-    parser.add_argument("--min-runs", type=int, default=10)
-    parser.add_argument("--min-secs", type=float, default=5.0)
-    parser.add_argument("--max-secs", type=float, default=150.0)
+    add_timing_arguments(parser, warmup_runs=2, min_secs=5.0)
+    add_onednn_argument(parser)
     parser.add_argument("--json", help="write the results to this JSON file")
     args = parser.parse_args(argv)
+    onednn = start_tensorflow(args.onednn)
+    import tensorflow as tf
+
+    from tfdeeplab.atomic import atomic_write_bytes
+
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    timing = {
-        "warmup_runs": args.warmup_runs,
-        "min_runs": args.min_runs,
-        "min_secs": args.min_secs,
-        "max_secs": args.max_secs,
-    }
+    timing = Timing.from_args(args).as_dict()
     results = []
     print(f"{'model':<28}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'runs':>6}")
     variants = {"off": (False,), "on": (True,), "both": (False, True)}[args.pointrend]
@@ -97,6 +94,7 @@ def main(argv=None):
                 )
     report = {
         "machine": machine(),
+        "settings": {"onednn": onednn, "threads": args.threads, "timing": timing},
         "results": results,
     }
     if args.json:

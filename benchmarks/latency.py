@@ -12,6 +12,9 @@ own and no artifact's threads or caches slow another; the ratios between rows ar
 absolute times drift on shared machines. TFLite timings are of `invoke()` alone, as in
 `benchmark_model`; Keras and SavedModel timings include fetching the outputs.
 
+Every artifact's process runs with TensorFlow's oneDNN kernels set explicitly (off by default,
+`--onednn` turns them on; LiteRT does not use them), recorded in the report's settings.
+
 Each row also gives the artifact's multiply-accumulates at that size and its achieved GFLOP/s as
 a fraction of this machine's float32 matrix-multiply peak, measured by the harness in the same
 run: the physical limit. Writes JSON (--json) and a PNG chart of the mean latency per artifact
@@ -22,15 +25,13 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stats import machine, time_runs
+from benchmarks.stats import Timing, add_timing_arguments, machine, time_runs
+from benchmarks.worker import add_onednn_argument, run_in_subprocess, set_tf_threads
 
 KINDS = ("keras", "saved_model", "tflite")
 _MIB = 2**20
@@ -78,16 +79,8 @@ def _peak_rss_bytes():
     raise OSError("/proc/self/status has no VmHWM line")
 
 
-def _set_tf_threads(threads):
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    return tf
-
-
 def _keras_runner(path, images, threads):
-    tf = _set_tf_threads(threads)
+    tf = set_tf_threads(threads)
     import keras
 
     import tfdeeplab  # noqa: F401  (registers the custom layers for loading)
@@ -106,7 +99,7 @@ def _keras_runner(path, images, threads):
 
 
 def _saved_model_runner(path, images, threads):
-    tf = _set_tf_threads(threads)
+    tf = set_tf_threads(threads)
     from benchmarks.flops import graph_macs
 
     loaded = tf.saved_model.load(str(path))
@@ -231,6 +224,16 @@ def measure(path, input_size, batch=1, threads=None, timing=None, seed=0):
     }
 
 
+def measure_job(job):
+    """`measure` as a `benchmarks.worker` target."""
+    return measure(job["path"], job["input_size"], job["batch"], job["threads"], job["timing"])
+
+
+def matmul_job(job):
+    """`matmul_peak_gflops` as a `benchmarks.worker` target."""
+    return matmul_peak_gflops(job["threads"], job["size"])
+
+
 def matmul_peak_gflops(threads=None, size=2048, runs=10):
     """This machine's float32 matrix-multiply rate in GFLOP/s, best of `runs`.
 
@@ -240,7 +243,7 @@ def matmul_peak_gflops(threads=None, size=2048, runs=10):
     Returns:
         {"tensorflow": GFLOP/s, "xnnpack": GFLOP/s, "peak": the larger}.
     """
-    tf = _set_tf_threads(threads or os.cpu_count())
+    tf = set_tf_threads(threads or os.cpu_count())
     import keras
 
     from converters.litert import LiteRTModel
@@ -272,54 +275,26 @@ def _best_rate(run, size, runs):
     return 2 * size**3 / best / 1e9
 
 
-def in_subprocess(job, description, python=None):
-    """Runs `job` through this module's --worker mode in a fresh interpreter; returns its JSON.
-
-    `python` may be another environment's interpreter (e.g. one with torch); this project is put
-    on its path.
-    """
-    root = str(Path(__file__).resolve().parents[1])
-    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    with tempfile.TemporaryDirectory() as folder:
-        output = Path(folder) / "result.json"
-        command = [python or sys.executable, "-m", "benchmarks.latency", "--worker"]
-        environment = {
-            **os.environ,
-            "PYTHONPATH": path,
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "BENCHMARK_OUTPUT": str(output),
-        }
-        completed = subprocess.run(
-            [*command, json.dumps(job)], env=environment, capture_output=True, text=True
-        )
-        if completed.returncode != 0 or not output.exists():
-            tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
-            raise RuntimeError(f"benchmarking {description} failed:\n{tail}")
-        return json.loads(output.read_text())
-
-
-def _worker(job):
-    if job["task"] == "matmul":
-        result = matmul_peak_gflops(job["threads"])
-    elif job["task"] == "peer":
-        from benchmarks.compare_peers import peer_worker
-
-        result = peer_worker(job)
-    else:
-        result = measure(
-            job["path"], job["input_size"], job["batch"], job["threads"], job["timing"]
-        )
-    Path(os.environ["BENCHMARK_OUTPUT"]).write_text(json.dumps(result))
-
-
 def label_of(path):
     """A short row label: the artifact's folder and name."""
     path = Path(path)
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
-def benchmark(paths, input_size, batch=1, threads=None, timing=None, progress=print):
+def benchmark(
+    paths,
+    input_size,
+    batch=1,
+    threads=None,
+    timing=None,
+    progress=print,
+    onednn=False,
+    matmul_size=2048,
+):
     """Measures every artifact, each in its own subprocess, and this machine's matmul peak.
+
+    `onednn` sets TensorFlow's oneDNN kernels on or off in every measuring process;
+    `matmul_size` is the side of the square float32 matrices of the peak measurement.
 
     Returns:
         {"machine", "settings", "matmul_peak_gflops", "results": [one `measure` dict per
@@ -328,7 +303,12 @@ def benchmark(paths, input_size, batch=1, threads=None, timing=None, progress=pr
     for path in paths:
         artifact_kind(path)  # every path is checked before the first measurement
     threads = threads or os.cpu_count()
-    rates = in_subprocess({"task": "matmul", "threads": threads}, "the matmul peak")
+    rates = run_in_subprocess(
+        "benchmarks.latency:matmul_job",
+        {"threads": threads, "size": matmul_size},
+        "the matmul peak",
+        onednn=onednn,
+    )
     peak = rates["peak"]
     progress(
         f"float32 matmul peak ({threads} threads): {peak:.1f} GFLOP/s "
@@ -338,14 +318,16 @@ def benchmark(paths, input_size, batch=1, threads=None, timing=None, progress=pr
     results = []
     for path in paths:
         job = {
-            "task": "artifact",
             "path": str(path),
             "input_size": list(input_size),
             "batch": batch,
             "threads": threads,
             "timing": timing or {},
         }
-        row = {"label": label_of(path), **in_subprocess(job, str(path))}
+        measured = run_in_subprocess(
+            "benchmarks.latency:measure_job", job, str(path), onednn=onednn
+        )
+        row = {"label": label_of(path), **measured, "onednn": onednn}
         row["gflops_per_s"] = 2 * row["macs"] / (row["runs"]["p50_ms"] / 1000) / 1e9
         row["fraction_of_peak"] = row["gflops_per_s"] / peak
         results.append(row)
@@ -357,6 +339,8 @@ def benchmark(paths, input_size, batch=1, threads=None, timing=None, progress=pr
             "batch": batch,
             "threads": threads,
             "timing": timing or {},
+            "onednn": onednn,
+            "matmul_size": matmul_size,
         },
         "matmul_peak_gflops": peak,
         "matmul_gflops": {"tensorflow": rates["tensorflow"], "xnnpack": rates["xnnpack"]},
@@ -452,10 +436,11 @@ def build_parser(prog="python -m benchmarks.latency"):
     parser.add_argument("--input-size", type=int, nargs="+", default=[513], help="H [W]")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="default: every core")
-    parser.add_argument("--warmup-runs", type=int, default=1)
-    parser.add_argument("--min-runs", type=int, default=50)
-    parser.add_argument("--min-secs", type=float, default=1.0)
-    parser.add_argument("--max-secs", type=float, default=150.0)
+    add_timing_arguments(parser, min_runs=50)
+    add_onednn_argument(parser)
+    parser.add_argument(
+        "--matmul-size", type=int, default=2048, help="side of the matmul peak's matrices"
+    )
     parser.add_argument("--json", help="write the report to this JSON file")
     parser.add_argument("--chart", help="PNG chart; default: the --json path with .png")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -463,9 +448,6 @@ def build_parser(prog="python -m benchmarks.latency"):
 
 
 def main(argv=None, prog="python -m benchmarks.latency"):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        return _worker(json.loads(argv[1]))
     args = build_parser(prog).parse_args(argv)
     if len(args.input_size) > 2 or min(args.input_size) < 1:
         raise SystemExit(f"--input-size takes H or H W (positive), got {args.input_size}")
@@ -473,18 +455,21 @@ def main(argv=None, prog="python -m benchmarks.latency"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     size = (args.input_size[0], args.input_size[-1])
-    timing = {
-        "warmup_runs": args.warmup_runs,
-        "min_runs": args.min_runs,
-        "min_secs": args.min_secs,
-        "max_secs": args.max_secs,
-    }
+    timing = Timing.from_args(args).as_dict()
     try:
-        report = benchmark(args.artifacts, size, args.batch, args.threads, timing)
+        report = benchmark(
+            args.artifacts,
+            size,
+            args.batch,
+            args.threads,
+            timing,
+            onednn=args.onednn,
+            matmul_size=args.matmul_size,
+        )
     except ValueError as error:
         raise SystemExit(str(error)) from None
     print(markdown_table(report) if args.markdown else plain_table(report))
-    from tfdeeplab.io import atomic_write_bytes
+    from tfdeeplab.atomic import atomic_write_bytes
 
     if args.json:
         atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from benchmarks import compare_peers, latency
+from benchmarks.stats import Timing, add_timing_arguments
+from benchmarks.worker import add_onednn_argument
 
 CONFIGS = {
     "resnet50_os8": {"backbone": "resnet50", "output_stride": 8},
@@ -124,6 +126,13 @@ def targets(report, peers):
     return "\n".join(lines)
 
 
+def _onednn_text(settings, machine):
+    if "onednn" in settings:
+        return "on" if settings["onednn"] else "off"
+    # Reports written before the harness set it: the environment variable as recorded then.
+    return f"TF_ENABLE_ONEDNN_OPTS={machine.get('tf_onednn_opts', 'unset')}"
+
+
 def write_results(path, report, peers, command, wall_s):
     machine = report["machine"]
     settings = report["settings"]
@@ -135,8 +144,9 @@ def write_results(path, report, peers, command, wall_s):
         [
             f"- Machine: {machine['cpu']}, {machine['cores']} cores; TensorFlow "
             f"{machine['tensorflow']}, Keras {machine['keras']}, LiteRT "
-            f"{machine['ai-edge-litert']}; TF_ENABLE_ONEDNN_OPTS "
-            f"{machine.get('tf_onednn_opts', 'unset (TF default: off without AVX-512)')}.",
+            f"{machine['ai-edge-litert']}; CPU flags "
+            f"{', '.join(machine.get('cpu_flags', [])) or 'not recorded'}; TensorFlow's oneDNN "
+            f"kernels {_onednn_text(settings, machine)}.",
             f"- float32 matmul peak measured by the harness: "
             f"{report['matmul_peak_gflops']:.1f} GFLOP/s ({settings['threads']} threads; "
             f"TensorFlow {matmul['tensorflow']:.1f}, XNNPACK {matmul['xnnpack']:.1f}).",
@@ -172,7 +182,7 @@ the matmul peak above. "XNNPACK partitions" 1 means XNNPACK runs the whole graph
 
 {targets(report, peers)}
 """
-    from tfdeeplab.io import atomic_write_bytes
+    from tfdeeplab.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode())
     atomic_write_bytes(
@@ -189,10 +199,8 @@ def main(argv=None):
     parser.add_argument("--input-size", type=int, default=513)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calibration-steps", type=int, default=8)
-    parser.add_argument("--warmup-runs", type=int, default=1)
-    parser.add_argument("--min-runs", type=int, default=10)
-    parser.add_argument("--min-secs", type=float, default=5.0)
-    parser.add_argument("--max-secs", type=float, default=60.0)
+    add_timing_arguments(parser, min_secs=5.0, max_secs=60.0)
+    add_onednn_argument(parser)
     parser.add_argument("--torch-python", help="python of an environment with torchvision")
     parser.add_argument("--no-peers", action="store_true", help="skip compare_peers")
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
@@ -210,17 +218,14 @@ def main(argv=None):
     command = shlex.join(["python", "-m", "benchmarks.results", *argv])
     started = time.perf_counter()
     paths = export_all(args.work, args.input_size, args.calibration_steps)
-    timing = {
-        "warmup_runs": args.warmup_runs,
-        "min_runs": args.min_runs,
-        "min_secs": args.min_secs,
-        "max_secs": args.max_secs,
-    }
+    timing = Timing.from_args(args).as_dict()
     size = (args.input_size, args.input_size)
-    report = latency.benchmark(paths, size, 1, args.threads, timing)
+    report = latency.benchmark(paths, size, 1, args.threads, timing, onednn=args.onednn)
     peers = None
     if not args.no_peers:
-        peers = compare_peers.compare(args.input_size, 1, args.threads, timing, args.torch_python)
+        peers = compare_peers.compare(
+            args.input_size, 1, args.threads, timing, args.torch_python, onednn=args.onednn
+        )
     write_results(args.out, report, peers, command, time.perf_counter() - started)
     print(f"wrote {args.out}")
 

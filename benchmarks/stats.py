@@ -1,5 +1,6 @@
 """Timing loops and latency statistics in the conventions of TFLite's `benchmark_model`."""
 
+import dataclasses
 import os
 import platform
 import time
@@ -16,10 +17,21 @@ def machine():
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    # TensorFlow's oneDNN kernels change TF timings both ways (see README, Training);
-    # `import tfdeeplab` sets this variable unless it was set before.
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TF default: off without AVX-512)")
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), **versions, "tf_onednn_opts": onednn}
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), **versions, "cpu_flags": _cpu_flags()}
+
+
+def _cpu_flags():
+    """The CPU features int8 and oneDNN timings depend on (AVX2, AVX-512, VNNI, AMX)."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+                    return [flag for flag in wanted if flag in flags]
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_model():
@@ -77,3 +89,38 @@ def time_runs(run, warmup_runs=1, min_runs=10, min_secs=1.0, max_secs=150.0):
         "warmup_mean_ms": float(np.mean(warmup) * 1000) if warmup else None,
         "runs": summarize(timed),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """The timed phase of `time_runs`, as every benchmark script takes it on its command line."""
+
+    warmup_runs: int = 1
+    min_runs: int = 10
+    min_secs: float = 1.0
+    max_secs: float = 150.0
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def add_timing_arguments(parser, **defaults):
+    """--warmup-runs, --min-runs, --min-secs, --max-secs; `defaults` overrides Timing's."""
+    timing = Timing(**defaults)
+    helps = {
+        "warmup_runs": "untimed runs after the first inference",
+        "min_runs": "timed runs, at least",
+        "min_secs": "timed seconds, at least",
+        "max_secs": "stop the timed phase after this many seconds",
+    }
+    for field in dataclasses.fields(Timing):
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=field.type,
+            default=getattr(timing, field.name),
+            help=f"{helps[field.name]} (default: %(default)s)",
+        )

@@ -9,20 +9,10 @@ and mixed precision steps are measured. Writes JSON with --json.
 
 import argparse
 import json
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras
-import numpy as np
-
 from benchmarks.stats import machine
-from tfdeeplab import DeepLabV3
-from tfdeeplab.data import make_dataset, scan_split, synthetic_scenes
-from tfdeeplab.io import atomic_write_bytes
-from tfdeeplab.losses import SegmentationLoss
-from tfdeeplab.training import dtype_policy
+from benchmarks.worker import add_onednn_argument, start_tensorflow
 
 
 def pipeline_images_per_second(dataset, batches, batch_size):
@@ -52,8 +42,17 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--pipeline-batches", type=int, default=100)
     parser.add_argument("--mixed-precision", action="store_true", help="also measure mixed")
+    add_onednn_argument(parser, default=True)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    onednn = start_tensorflow(args.onednn)
+    import keras
+
+    from tfdeeplab import DeepLabV3
+    from tfdeeplab.atomic import atomic_write_bytes
+    from tfdeeplab.data import make_dataset, scan_split, synthetic_scenes
+    from tfdeeplab.losses import SegmentationLoss
+    from tfdeeplab.training import dtype_policy
 
     data = args.data or synthetic_scenes("runs/benchmark_scenes", 200, args.image_size, 6, seed=0)
     folder = scan_split(data, "train")
@@ -61,7 +60,7 @@ def main(argv=None):
     dataset = make_dataset(folder, size, args.batch_size, augment=True, repeat=True)
     results = {
         "machine": machine(),
-        "settings": vars(args) | {"data": str(data)},
+        "settings": vars(args) | {"data": str(data), "onednn": onednn},
         "pipeline_images_per_second": pipeline_images_per_second(
             dataset, args.pipeline_batches, args.batch_size
         ),
@@ -91,5 +90,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tfdeeplab.io import atomic_directory, refuse_overwrite
+from tfdeeplab.atomic import atomic_directory, refuse_overwrite
 
 
 def _decode(encoded):

@@ -6,7 +6,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from converters.calibration import representative_images
 from converters.options import IOType, Output, Quantization
-from tfdeeplab.io import atomic_write_bytes, refuse_overwrite
+from tfdeeplab.atomic import atomic_write_bytes, refuse_overwrite
 from tfdeeplab.layers.atrous import native_dilation
 
 _TF_IO_TYPES = {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8}
@@ -157,7 +157,7 @@ def export_tflite(
             raise ValueError(
                 "quantization='qat' fine-tunes on labelled data: pass representative_data as "
                 "(images, masks) batches at input_size (e.g. converters.calibration_dataset("
-                "folder, input_size, split='train', labels=True))"
+                "folder, input_size, split='train'), which yields both)"
             )
         model = quantization_aware_training(
             model, representative_data, (height, width), qat or QATOptions()

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from converters.litert import LiteRTModel
-from tfdeeplab.io import atomic_write_bytes
+from tfdeeplab.atomic import atomic_write_bytes
 from tfdeeplab.metrics import confusion_matrix, segmentation_report
 
 

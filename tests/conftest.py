@@ -2,9 +2,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# As `import tfdeeplab` does (keras imports TensorFlow first here): oneDNN kernels, which TF turns
-# on by itself only on AVX-512 VNNI / AMX CPUs. tests/test_layers.py checks structurally that the
-# layers need no oneDNN-only kernel.
+# As `tfdeeplab train` does: oneDNN kernels, which TF turns on by itself only on AVX-512 VNNI /
+# AMX CPUs and which train 6x faster on AVX2 ones (keras imports TensorFlow first here; subprocess
+# tests inherit the variable). tests/test_layers.py checks structurally that the layers need no
+# oneDNN-only kernel.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras

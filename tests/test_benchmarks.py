@@ -67,7 +67,8 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
     paths.append(artifacts / "int8.tflite")
     out = tmp_path / "latency.json"
     argv = [*map(str, paths), "--input-size", str(SIZE), "--min-runs", "3", "--min-secs", "0"]
-    latency.main([*argv, "--warmup-runs", "1", "--threads", "1", "--json", str(out)])
+    argv += ["--warmup-runs", "1", "--threads", "1", "--matmul-size", "256"]
+    latency.main([*argv, "--json", str(out)])
     printed = capsys.readouterr().out
 
     report = json.loads(out.read_text())
@@ -78,6 +79,8 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
         "batch": 1,
         "threads": 1,
         "timing": {"warmup_runs": 1, "min_runs": 3, "min_secs": 0.0, "max_secs": 150.0},
+        "onednn": False,
+        "matmul_size": 256,
     }
     rows = {row["label"]: row for row in report["results"]}
     assert list(rows) == [f"{artifacts.name}/{path.name}" for path in paths]
@@ -89,6 +92,7 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
         assert row["init_ms"] > 0 and row["first_ms"] > 0 and row["warmup_mean_ms"] > 0
         assert row["peak_rss_mib"] > 0 and row["size_bytes"] > 0
         assert row["input_shape"] == [1, SIZE, SIZE, 3] and row["threads"] == 1
+        assert row["onednn"] is False
         assert row["gflops_per_s"] == pytest.approx(2 * row["macs"] / runs["p50_ms"] / 1e6)
         assert row["fraction_of_peak"] == pytest.approx(
             row["gflops_per_s"] / report["matmul_peak_gflops"]
@@ -110,7 +114,8 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
 
 def test_markdown_table_has_a_row_per_artifact(artifacts, capsys):
     argv = [str(artifacts / "fp32.tflite"), str(artifacts / "int8.tflite")]
-    cli_main(["benchmark", *argv, "--input-size", str(SIZE), "--min-runs", "3", "--markdown"])
+    argv += ["--input-size", str(SIZE), "--min-runs", "3", "--matmul-size", "256"]
+    cli_main(["benchmark", *argv, "--markdown"])
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 2 and "| TFLite int8 |" in table[-1]
 

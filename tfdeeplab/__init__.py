@@ -1,29 +1,54 @@
-"""tfdeeplab: DeepLabV3 semantic segmentation for TensorFlow / Keras 3 that exports cleanly."""
+"""tfdeeplab: DeepLabV3 semantic segmentation for TensorFlow / Keras 3 that exports cleanly.
 
+`import tfdeeplab` imports Keras (on TensorFlow) and registers every serializable class, so
+`keras.saving.load_model` restores trained models (their loss, metrics and learning-rate
+schedule included). It sets no TensorFlow option: see README, "oneDNN".
+"""
+
+import importlib
 import os
+import sys
+from pathlib import Path
 
 # Keras 3 must run on TensorFlow: the layers call TensorFlow ops so that they convert to TFLite.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# TensorFlow turns oneDNN on by default only on CPUs with AVX-512 VNNI / AMX. Without it, the Eigen
-# kernels train MobileNetV2 OS16 + PointRend at 256² far slower on an AVX2 CPU (2 cores, batch 8:
-# 27.3 s/step vs 4.6 s/step with oneDNN, measured). Takes effect only if TensorFlow is not
-# imported yet; set TF_ENABLE_ONEDNN_OPTS=0 to opt out.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-import keras
-
-if keras.backend.backend() != "tensorflow":
-    raise ImportError(
-        f"tfdeeplab needs Keras' TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}. "
-        "Unset it or set KERAS_BACKEND=tensorflow."
-    )
-
-# Importing these registers every serializable class, so `keras.saving.load_model` restores
-# trained models (their loss, metrics and learning-rate schedule included) after `import tfdeeplab`.
-from tfdeeplab import layers, losses, metrics, schedules  # noqa: F401
-from tfdeeplab.backbones import BACKBONES, get_backbone
-from tfdeeplab.deeplabv3 import DeepLabV3
 
 __version__ = "0.1.0"
 
+_NAMES = {"BACKBONES": "backbones", "get_backbone": "backbones", "DeepLabV3": "deeplabv3"}
+_SUBMODULES = ("layers", "losses", "metrics", "schedules", "backbones", "deeplabv3")
+
 __all__ = ["BACKBONES", "DeepLabV3", "__version__", "get_backbone"]
+
+
+def register_serializables():
+    """Imports Keras and every module whose classes `keras.saving.load_model` must find."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ImportError(
+            "tfdeeplab needs Keras' TensorFlow backend; KERAS_BACKEND is "
+            f"{keras.backend.backend()!r}. Unset it or set KERAS_BACKEND=tensorflow."
+        )
+    for name in _SUBMODULES:
+        importlib.import_module(f"tfdeeplab.{name}")
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"tfdeeplab.{_NAMES[name]}"), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"tfdeeplab.{name}")
+    raise AttributeError(f"module 'tfdeeplab' has no attribute {name!r}")
+
+
+def _is_the_command_line_program():
+    """The `tfdeeplab` command (console script or `python -m tfdeeplab.cli`) chooses
+    TensorFlow's start-up options from its arguments (tfdeeplab.cli.tensorflow_environment),
+    which TensorFlow reads only once, when it is first imported: there the package leaves the
+    import of Keras and TensorFlow to the command."""
+    return Path(sys.argv[0]).name == "tfdeeplab" or sys.orig_argv[1:3] == ["-m", "tfdeeplab.cli"]
+
+
+if not _is_the_command_line_program():
+    register_serializables()

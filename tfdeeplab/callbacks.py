@@ -6,7 +6,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tfdeeplab.io import atomic_output
+from tfdeeplab.atomic import atomic_output
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import keras
 
-from tfdeeplab.io import atomic_write_bytes
+from tfdeeplab.atomic import atomic_write_bytes
 from tfdeeplab.training import RunExistsError, TrainConfig, train
 
 
@@ -390,8 +390,6 @@ def run_demo(config, command=None):
     stages = _Stages()
     data = stages.run("data", _data, config, out)
     summary = stages.run("training (model.fit)", _train, config, data, out)
-    import tfdeeplab  # noqa: F401  (registers the layers for loading)
-
     model = keras.saving.load_model(summary["best_model"])
     evaluation = stages.run("evaluation", _evaluate, config, model, data, out)
     stages.run("predictions", _predictions, config, model, data, out)

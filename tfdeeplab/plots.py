@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tfdeeplab.io import atomic_write_bytes
+from tfdeeplab.atomic import atomic_write_bytes
 
 COLOURS = [
     (31, 119, 180),

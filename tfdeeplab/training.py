@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdeeplab.atomic import atomic_write_bytes
 from tfdeeplab.callbacks import (
     BackboneFreezer,
     BestModelCheckpoint,
@@ -28,7 +29,6 @@ from tfdeeplab.callbacks import (
 )
 from tfdeeplab.data import make_dataset, scan_split
 from tfdeeplab.deeplabv3 import DeepLabV3
-from tfdeeplab.io import atomic_write_bytes
 from tfdeeplab.losses import SegmentationLoss, class_weights_from_frequencies
 from tfdeeplab.metrics import PixelAccuracy, mean_iou
 from tfdeeplab.plots import line_chart

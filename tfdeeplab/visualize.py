@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from tfdeeplab.io import atomic_write_bytes
+from tfdeeplab.atomic import atomic_write_bytes
 
 
 def palette(num_classes):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tfdeeplab.io import atomic_write_bytes
+from tfdeeplab.atomic import atomic_write_bytes
 from tfdeeplab.visualize import palette, png_bytes
 
 SHAPES = ("disc", "box", "line", "blob", "ring")

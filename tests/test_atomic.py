@@ -1,6 +1,6 @@
 import pytest
 
-from tfdeeplab.io import atomic_output, atomic_write_bytes
+from tfdeeplab.atomic import atomic_output, atomic_write_bytes
 
 
 def test_atomic_write_replaces_the_target_whole(tmp_path):
