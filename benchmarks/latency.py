@@ -413,20 +413,20 @@ def markdown_table(report):
 
 def write_chart(report, path):
     """PNG: mean latency per artifact, whiskers from p50 to p95."""
-    from tfdeeplab.plots import bar_chart
+    from tfdeeplab.plots import latency_bars
 
     rows = report["results"]
     settings = report["settings"]
     height, width = settings["input_size"]
-    return bar_chart(
+    runs = [row["runs"] for row in rows]
+    return latency_bars(
         path,
-        [row["label"] for row in rows],
-        [row["runs"]["mean_ms"] for row in rows],
-        whiskers=[(row["runs"]["p50_ms"], row["runs"]["p95_ms"]) for row in rows],
-        ylabel="ms",
-        title=f"latency at {height}x{width}, batch {settings['batch']}, "
-        f"{settings['threads']} threads (bar: mean; whisker: p50-p95)",
-        size=(max(640, 90 * len(rows)), 400),
+        [f"{row['label']} ({_cells(row)[1]})" for row in rows],
+        [r["mean_ms"] for r in runs],
+        [r["p50_ms"] for r in runs],
+        [r["p95_ms"] for r in runs],
+        title=f"Latency at {height}×{width}, batch {settings['batch']}, "
+        f"{settings['threads']} threads",
     )
 
 

@@ -32,6 +32,7 @@ def test_demo_writes_every_artifact(demo):
         "train/best.keras",
         "train/training_curve.png",
         "evaluation.json",
+        "evaluation.png",
         "predictions.png",
         "export/saved_model/saved_model.pb",
         "export/model_fp32.tflite",

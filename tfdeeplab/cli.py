@@ -157,6 +157,7 @@ def evaluate_command(args):
     from tfdeeplab.atomic import atomic_write_bytes
     from tfdeeplab.inference import evaluate
     from tfdeeplab.metrics import format_report
+    from tfdeeplab.plots import evaluation_chart
 
     model = _load_model(args.model)
     num_classes = model.output_shape[-1]
@@ -179,7 +180,8 @@ def evaluate_command(args):
     print(format_report(report))
     path = Path(args.json or Path(args.model).with_suffix(".evaluation.json"))
     atomic_write_bytes(path, json.dumps(report, indent=2).encode())
-    print(f"Wrote {path}")
+    chart = evaluation_chart(path.with_suffix(".png"), report)
+    print(f"Wrote {path} and {chart}")
     return 0
 
 
@@ -239,13 +241,14 @@ def predict_command(args):
 
 def show_command(args):
     from tfdeeplab.inference import prediction_rows
-    from tfdeeplab.visualize import save_grid
+    from tfdeeplab.plots import prediction_grid
 
     model = _load_model(args.model)
     num_classes = model.output_shape[-1]
     folder, dataset = _eval_dataset(args, num_classes)
     rows = prediction_rows(model, dataset, folder, args.count, args.scales, args.flip)
-    path = save_grid(args.out, rows, ("image", "ground truth", "prediction"))
+    titles = ("image", "ground truth", "prediction")
+    path = prediction_grid(args.out, rows, titles, folder.class_names, folder.colors)
     print(f"Wrote {path} ({len(rows)} rows: image / ground truth / prediction)")
     return 0
 

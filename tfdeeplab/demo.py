@@ -6,6 +6,7 @@ point the same pipeline at a user's folder, backbone, size and budget. The outpu
     data/                generated synthetic_scenes (unless --data)
     train/               the training run (best.keras, history.csv, training_curve.png, backup/)
     evaluation.json      per-class IoU, precision, recall, boundary F1 of best.keras (val split)
+    evaluation.png       IoU per class (bars)
     predictions.png      image / ground truth / prediction rows
     export/              saved_model/, model_fp32.tflite, model_int8.tflite (model_qat.tflite
                          with --qat), each with <artifact>.verification.json
@@ -162,6 +163,7 @@ def _val_data(config, data, size, batch_size=4):
 def _evaluate(config, model, data, out):
     from tfdeeplab.inference import evaluate
     from tfdeeplab.metrics import format_report
+    from tfdeeplab.plots import evaluation_chart
 
     path = out / "evaluation.json"
     if path.exists():
@@ -180,20 +182,22 @@ def _evaluate(config, model, data, out):
         )
         print()
         atomic_write_bytes(path, json.dumps(report, indent=2).encode())
+        evaluation_chart(path.with_suffix(".png"), report)
     print(format_report(report))
     return report
 
 
 def _predictions(config, model, data, out, count=6):
     from tfdeeplab.inference import prediction_rows
-    from tfdeeplab.visualize import save_grid
+    from tfdeeplab.plots import prediction_grid
 
     path = out / "predictions.png"
     if path.exists():
         return path
     folder, dataset = _val_data(config, data, (config.image_size, config.image_size))
     rows = prediction_rows(model, dataset, folder, count)
-    save_grid(path, rows, ("image", "ground truth", "prediction"))
+    titles = ("image", "ground truth", "prediction")
+    prediction_grid(path, rows, titles, folder.class_names, folder.colors)
     print(f"Wrote {path}")
     return path
 
@@ -342,6 +346,8 @@ def _report(config, out, data, summary, evaluation, exports, latency_report, sta
 | class | IoU | precision | recall | boundary F1 | pixels |
 | --- | --- | --- | --- | --- | --- |
 {classes}
+
+![IoU per class](evaluation.png)
 
 ![predictions](predictions.png)
 

@@ -89,7 +89,7 @@ def evaluate(
 
 
 def prediction_rows(model, dataset, folder, count, scales=(1.0,), flip=False):
-    """Up to `count` [image, ground truth, prediction] RGB rows for `visualize.save_grid`.
+    """Up to `count` [image, ground truth, prediction] RGB rows for `plots.prediction_grid`.
 
     Masks are drawn in the folder's class colours; ignored pixels are white.
     """

@@ -1,129 +1,152 @@
-"""Small PNG charts drawn with PIL (no plotting dependency): line panels and bar charts."""
+"""PNG charts with matplotlib: training curves, latency bars, per-class IoU bars, prediction grids.
 
+Figures are drawn on matplotlib's Agg canvas through its object API (`matplotlib.figure.Figure`),
+so nothing here touches pyplot's global state or the user's backend. Files are written
+atomically.
+"""
+
+import csv
 import io
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from tfdeeplab.atomic import atomic_write_bytes
 
-COLOURS = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-]
-_MARGIN = (60, 30, 20, 40)  # left, top, right, bottom
+DPI = 100
 
 
-def _font():
-    return ImageFont.load_default()
-
-
-def _save(image, path):
+def _save(figure, path):
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    figure.savefig(buffer, format="png", dpi=DPI)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _ticks(low, high, count=5):
-    if high <= low:
-        high = low + 1
-    return np.linspace(low, high, count)
+def read_history(path):
+    """Keras' CSVLogger file as {column: float array}; empty cells (a metric missing in some
+    epochs) become NaN."""
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        return {}
+    return {
+        name: np.array([float(row[name]) if row[name] else np.nan for row in rows])
+        for name in rows[0]
+    }
 
 
-def _panel(draw, box, title, series, xlabel):
-    """Draws one panel of lines into `box` (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = box
-    left, top, right, bottom = x0 + _MARGIN[0], y0 + _MARGIN[1], x1 - _MARGIN[2], y1 - _MARGIN[3]
-    xs = np.concatenate([np.asarray(x, float) for x, _ in series.values()])
-    ys = np.concatenate([np.asarray(y, float) for _, y in series.values()])
-    ys = ys[np.isfinite(ys)]
-    x_low, x_high = float(xs.min()), float(max(xs.max(), xs.min() + 1))
-    y_low, y_high = (float(ys.min()), float(ys.max())) if ys.size else (0.0, 1.0)
-    pad = 0.05 * max(y_high - y_low, 1e-6)
-    y_low, y_high = y_low - pad, y_high + pad
-
-    def at(x, y):
-        px = left + (x - x_low) / (x_high - x_low) * (right - left)
-        py = bottom - (y - y_low) / (y_high - y_low) * (bottom - top)
-        return px, py
-
-    font = _font()
-    draw.text((left, y0 + 8), title, fill="black", font=font)
-    draw.rectangle([left, top, right, bottom], outline="black")
-    for value in _ticks(y_low, y_high):
-        _, py = at(x_low, value)
-        draw.line([left - 4, py, left, py], fill="black")
-        draw.text((x0 + 4, py - 6), f"{value:.3g}", fill="black", font=font)
-    for value in _ticks(x_low, x_high):
-        px, _ = at(value, y_low)
-        draw.line([px, bottom, px, bottom + 4], fill="black")
-        draw.text((px - 8, bottom + 6), f"{value:.3g}", fill="black", font=font)
-    draw.text(((left + right) / 2 - 15, bottom + 22), xlabel, fill="black", font=font)
-    for index, (name, (x, y)) in enumerate(series.items()):
-        colour = COLOURS[index % len(COLOURS)]
-        points = [at(a, b) for a, b in zip(x, y, strict=True) if np.isfinite(b)]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for px, py in points:
-            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
-        draw.text((right - 110, top + 6 + 14 * index), f"- {name}", fill=colour, font=font)
-
-
-def line_chart(path, panels, xlabel, title=None, panel_size=(520, 300)):
-    """Writes stacked line panels as PNG.
+def training_curves(path, history, title="Training curve"):
+    """Loss and mean IoU per epoch (train and validation) side by side, epochs counted from 1.
 
     Args:
-        panels: {panel title: {series name: (x values, y values)}}.
+        history: {column: values per epoch} with an "epoch" column (0-based, as CSVLogger
+            writes it), e.g. `read_history("history.csv")`.
     """
-    width, height = panel_size
-    image = Image.new("RGB", (width, height * len(panels) + (20 if title else 0)), "white")
-    draw = ImageDraw.Draw(image)
-    offset = 0
-    if title:
-        draw.text((10, 4), title, fill="black", font=_font())
-        offset = 20
-    for index, (name, series) in enumerate(panels.items()):
-        top = offset + index * height
-        _panel(draw, (0, top, width, top + height), name, series, xlabel)
-    return _save(image, path)
+    epochs = np.asarray(history["epoch"], dtype=int) + 1
+    panels = (
+        ("loss", ("loss", "val_loss")),
+        ("mean IoU", ("mean_iou", "val_mean_iou")),
+    )
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    figure.suptitle(title)
+    for axes, (name, columns) in zip(figure.subplots(1, len(panels)), panels, strict=True):
+        for column in columns:
+            if column in history:
+                label = f"{'validation' if column.startswith('val_') else 'training'} {name}"
+                axes.plot(epochs, history[column], marker="o", markersize=3, label=label)
+        axes.set(title=name, xlabel="epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        if axes.has_data():
+            axes.legend()
+    return _save(figure, path)
 
 
-def bar_chart(path, labels, values, whiskers=None, ylabel="", title="", size=(640, 360)):
-    """Writes a bar chart as PNG; `whiskers` optional (low, high) per bar."""
-    width, height = size
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    font = _font()
-    left, top, right, bottom = 60, 30, width - 20, height - 70
-    values = np.asarray(values, float)
-    high = float(np.nanmax([*values, *(w[1] for w in whiskers or [])])) * 1.1 or 1.0
-    draw.text((left, 8), title, fill="black", font=font)
-    draw.rectangle([left, top, right, bottom], outline="black")
-    for value in _ticks(0, high):
-        py = bottom - value / high * (bottom - top)
-        draw.line([left - 4, py, left, py], fill="black")
-        draw.text((4, py - 6), f"{value:.3g}", fill="black", font=font)
-    draw.text((4, top - 18), ylabel, fill="black", font=font)
-    slot = (right - left) / max(len(values), 1)
-    for index, value in enumerate(values):
-        x0 = left + index * slot + slot * 0.15
-        x1 = left + (index + 1) * slot - slot * 0.15
-        py = bottom - value / high * (bottom - top)
-        draw.rectangle([x0, py, x1, bottom], fill=COLOURS[index % len(COLOURS)])
-        if whiskers:
-            low_y = bottom - whiskers[index][0] / high * (bottom - top)
-            high_y = bottom - whiskers[index][1] / high * (bottom - top)
-            middle = (x0 + x1) / 2
-            draw.line([middle, low_y, middle, high_y], fill="black", width=1)
-            draw.line([middle - 5, high_y, middle + 5, high_y], fill="black")
-            draw.line([middle - 5, low_y, middle + 5, low_y], fill="black")
-        draw.text(
-            (x0, bottom + 6 + 12 * (index % 4)), str(labels[index])[:24], fill="black", font=font
-        )
-    return _save(image, path)
+def latency_bars(path, labels, mean_ms, p50_ms, p95_ms, title):
+    """One horizontal bar per artifact (mean latency) with a p50–p95 whisker."""
+    y = np.arange(len(labels))
+    figure = Figure(figsize=(9, 1.2 + 0.45 * len(labels)), layout="constrained")
+    axes = figure.subplots()
+    axes.barh(y, mean_ms, color="tab:blue", alpha=0.8, label="mean")
+    p50, p95 = np.asarray(p50_ms, float), np.asarray(p95_ms, float)
+    axes.errorbar(
+        (p50 + p95) / 2,
+        y,
+        xerr=(p95 - p50) / 2,
+        fmt="none",
+        ecolor="black",
+        capsize=4,
+        label="p50–p95",
+    )
+    axes.set_yticks(y, labels)
+    axes.invert_yaxis()  # the first artifact on top, as in the table
+    axes.set(xlabel="ms", title=title)
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def class_iou_bars(path, class_names, series, title="IoU per class"):
+    """Grouped bars of IoU (%) per class, one group per class, one bar per series.
+
+    Args:
+        series: {series name (e.g. a model): IoU per class in [0, 1] (NaN: not scored)}.
+    """
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(class_names))
+    figure = Figure(figsize=(max(6, 0.9 * len(class_names) + 2), 4), layout="constrained")
+    axes = figure.subplots()
+    for index, (name, ious) in enumerate(series.items()):
+        values = 100 * np.asarray(ious, dtype=float)
+        bars = axes.bar(x + (index - (len(series) - 1) / 2) * width, values, width, label=name)
+        axes.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+    axes.set_xticks(x, class_names, rotation=30, ha="right")
+    axes.set(ylabel="IoU (%)", ylim=(0, 105), title=title)
+    axes.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        axes.legend()
+    return _save(figure, path)
+
+
+def evaluation_chart(path, report):
+    """`class_iou_bars` of an evaluation report (`tfdeeplab.inference.evaluate`)."""
+    names = [row["name"] for row in report["classes"]]
+    ious = [np.nan if row["iou"] is None else row["iou"] for row in report["classes"]]
+    mean = "n/a" if report["mean_iou"] is None else f"{100 * report['mean_iou']:.1f}"
+    title = f"IoU per class (mIoU {mean}, {report.get('images', '?')} images)"
+    return class_iou_bars(path, names, {"IoU": ious}, title)
+
+
+def prediction_grid(path, rows, titles, class_names, colours, ignore_colour=(255, 255, 255)):
+    """Rows of equally sized RGB panels (e.g. image / ground truth / prediction) with column
+    titles and a legend of the class colours.
+
+    Args:
+        rows: lists of (H, W, 3) arrays with values in [0, 255].
+        colours: (num_classes, 3) uint8, the colours the masks are drawn in.
+    """
+    height, width = np.asarray(rows[0][0]).shape[:2]
+    columns = len(rows[0])
+    scale = 2.2 / max(height, width)
+    figure = Figure(
+        figsize=(columns * width * scale + 2.2, len(rows) * height * scale + 0.4),
+        layout="constrained",
+    )
+    grid = np.atleast_2d(figure.subplots(len(rows), columns, squeeze=False))
+    for row_axes, row in zip(grid, rows, strict=True):
+        for axes, panel in zip(row_axes, row, strict=True):
+            axes.imshow(np.clip(panel, 0, 255).astype(np.uint8), interpolation="nearest")
+            axes.set_axis_off()
+    for axes, title in zip(grid[0], titles, strict=True):
+        axes.set_title(title)
+    handles = [
+        Patch(facecolor=np.asarray(colour) / 255, edgecolor="black", label=name)
+        for name, colour in zip(class_names, colours, strict=True)
+    ]
+    handles.append(
+        Patch(facecolor=np.asarray(ignore_colour) / 255, edgecolor="black", label="ignored")
+    )
+    figure.legend(handles=handles, loc="outside right upper", fontsize=8)
+    return _save(figure, path)

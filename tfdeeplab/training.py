@@ -31,7 +31,7 @@ from tfdeeplab.data import make_dataset, scan_split
 from tfdeeplab.deeplabv3 import DeepLabV3
 from tfdeeplab.losses import SegmentationLoss, class_weights_from_frequencies
 from tfdeeplab.metrics import PixelAccuracy, mean_iou
-from tfdeeplab.plots import line_chart
+from tfdeeplab.plots import read_history, training_curves
 from tfdeeplab.schedules import PolyDecayWithWarmup
 
 
@@ -406,19 +406,7 @@ def train(config: TrainConfig, callbacks=()):
 def _write_curve(out):
     """training_curve.png from history.csv (all epochs, also those of earlier attempts)."""
     path = out / "history.csv"
-    if not path.exists():
+    history = read_history(path) if path.exists() else {}
+    if "epoch" not in history:
         return None
-    rows = [line.split(",") for line in path.read_text().strip().splitlines()]
-    header, values = rows[0], np.array(rows[1:], dtype=np.float64)
-    if not len(values):
-        return None
-    column = {name: values[:, i] for i, name in enumerate(header)}
-    epochs = column["epoch"] + 1
-    panels = {
-        panel: {name: (epochs, column[name]) for name in names if name in column}
-        for panel, names in (
-            ("loss", ("loss", "val_loss")),
-            ("mean IoU", ("mean_iou", "val_mean_iou")),
-        )
-    }
-    return line_chart(out / "training_curve.png", panels, "epoch", "Training curve")
+    return training_curves(out / "training_curve.png", history, f"Training curve ({out.name})")

@@ -1,11 +1,9 @@
-"""Pictures of segmentations: palette colours and side-by-side panels as PNG."""
+"""Pictures of segmentations: palette colours and masks as PNG (charts: tfdeeplab.plots)."""
 
 import io
 
 import numpy as np
 from PIL import Image
-
-from tfdeeplab.atomic import atomic_write_bytes
 
 
 def palette(num_classes):
@@ -38,30 +36,3 @@ def png_bytes(array, colours=None):
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def save_panels(path, panels):
-    """Writes RGB panels (each (H, W, 3), values in [0, 255]) side by side as one PNG."""
-    row = np.concatenate([np.clip(p, 0, 255).astype(np.uint8) for p in panels], axis=1)
-    return atomic_write_bytes(path, png_bytes(row))
-
-
-def save_grid(path, rows, titles=None, title_height=14):
-    """Writes rows of equally sized RGB panels as one PNG, with optional column titles."""
-    from PIL import ImageDraw
-
-    grid = np.concatenate(
-        [
-            np.concatenate([np.clip(p, 0, 255).astype(np.uint8) for p in row], axis=1)
-            for row in rows
-        ],
-        axis=0,
-    )
-    if titles:
-        header = Image.new("RGB", (grid.shape[1], title_height), "white")
-        draw = ImageDraw.Draw(header)
-        width = grid.shape[1] // len(titles)
-        for index, title in enumerate(titles):
-            draw.text((index * width + 4, 1), title, fill="black")
-        grid = np.concatenate([np.asarray(header), grid], axis=0)
-    return atomic_write_bytes(path, png_bytes(grid))
