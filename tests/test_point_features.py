@@ -3,12 +3,12 @@ import pytest
 import tensorflow as tf
 
 from tfdeeplab.layers.point_features import (
+    labels_at_points,
     most_uncertain_cells,
     point_sample,
     sample_training_points,
     uncertainty,
 )
-from tfdeeplab.layers.pointrend import labels_at_points
 from tfdeeplab.layers.resize_like import resize
 
 # A 3×4 map whose single channel is 10·row + column.

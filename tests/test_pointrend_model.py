@@ -6,8 +6,9 @@ import tensorflow as tf
 from converters import LiteRTModel, convert_to_tflite
 from tests.helpers import assert_save_load_equal, cell_images, images
 from tfdeeplab import DeepLabV3
-from tfdeeplab.layers.pointrend import PointRendDeepLab, labels_at_points, point_loss
-from tfdeeplab.losses import SegmentationLoss
+from tfdeeplab.deeplabv3 import PointRendDeepLab
+from tfdeeplab.layers.point_features import labels_at_points
+from tfdeeplab.losses import SegmentationLoss, point_loss
 
 TINY = {"backbone": "mobilenetv2", "alpha": 0.35, "aspp_filters": 16, "pointrend": True}
 
@@ -109,21 +110,21 @@ def test_masks_with_a_channel_axis_train_and_give_the_same_losses():
 
     model = DeepLabV3(3, dropout=0.0, **TINY)
     model.compile(keras.optimizers.SGD(1e-3), SegmentationLoss(3))
-    refiner = model.get_layer("pointrend")
-    y_pred = model(x, training=True)
-    stash = refiner.training_points, refiner.training_point_logits, refiner.training_image_size
+    y_pred = model(x, training=True)  # the training outputs, explicitly
+    assert set(y_pred) == {"logits", "point_logits", "points", "image_size"}
+    assert y_pred["logits"].shape == (4, 32, 32, 3)
     flat = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-    points, point_logits, _ = stash
-    refiner.training_points, refiner.training_point_logits, refiner.training_image_size = stash
     with_axis = model.compute_loss(x=x, y=y[..., None], y_pred=y_pred, training=True)
     np.testing.assert_allclose(with_axis, flat, rtol=1e-6)
-    # What compute_loss adds is exactly the point loss at the stashed points.
-    dense_only = model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+    # What compute_loss adds to the dense loss is exactly the point loss at the points.
+    dense_only = model.compute_loss(x=x, y=y, y_pred=y_pred["logits"], training=True)
     # The points are normalised to the 33×33 image the model pads 32×32 to, corners aligned;
     # the padding is unlabelled.
+    assert y_pred["image_size"].numpy().tolist() == [33, 33]
     padded = np.pad(y, [(0, 0), (0, 1), (0, 1)], constant_values=255)
-    labels = labels_at_points(tf.constant(padded), points, align_corners=True)
-    by_hand = point_loss(labels, point_logits, 255)
+    labels = labels_at_points(tf.constant(padded), y_pred["points"], align_corners=True)
+    by_hand = point_loss(labels, y_pred["point_logits"], 255)
+    assert float(by_hand) > 0
     np.testing.assert_allclose(flat - dense_only, by_hand, rtol=1e-5)
     history = model.fit(x, y[..., None], batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])

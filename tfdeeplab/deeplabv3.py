@@ -5,11 +5,14 @@ bilinear upsampling to the input size."""
 import warnings
 
 import keras
+import tensorflow as tf
 
 from tfdeeplab.backbones import OUTPUT_STRIDES, get_backbone
 from tfdeeplab.layers.aspp import ASPP
-from tfdeeplab.layers.pointrend import PointRendDeepLab, PointRendRefiner
+from tfdeeplab.layers.point_features import labels_at_points
+from tfdeeplab.layers.pointrend import PointRendRefiner
 from tfdeeplab.layers.resize_like import AlignedPadding, CropLike, ResizeLike
+from tfdeeplab.losses import point_loss, sparse_labels
 from tfdeeplab.segmentation_model import SegmentationModel
 
 PAPER_RATES_AT_OS16 = (6, 12, 18)
@@ -190,3 +193,63 @@ def DeepLabV3(
     if pointrend:
         return PointRendDeepLab(images, logits, name=f"{name}_pointrend")
     return SegmentationModel(images, logits, name=name)
+
+
+@keras.saving.register_keras_serializable(package="tfdeeplab")
+class PointRendDeepLab(SegmentationModel):
+    """A functional segmentation model with a `PointRendRefiner` named "pointrend".
+
+    Inference returns the refined logits (B, H, W, K). Training (`model(x, training=True)`, as
+    `fit` calls it) returns them with the point head's outputs, explicitly:
+    {"logits": the dense logits (the coarse ones upsampled: the paper trains without
+    subdivision), "point_logits" (B, N, K), "points" (B, N, 2) and "image_size" (see
+    `PointRendRefiner.point_outputs`)}. `compute_loss` adds the point loss (cross-entropy of the
+    point logits against the mask's labels at the points, ignoring `ignore_label`) to the
+    compiled dense loss, and `compute_metrics` scores the logits, so `fit` trains the point
+    head on ordinary (image, mask) batches. All PointRend settings live in the refiner's
+    config: the model saves and loads like any functional model.
+    """
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if not training or isinstance(inputs, keras.KerasTensor):
+            return super().call(inputs, training=training, mask=mask, **kwargs)
+        logits, coarse, fine, image = self._training_graph()(inputs, training=True)
+        refiner = self.get_layer("pointrend")
+        return {"logits": logits, **refiner.point_outputs(coarse, fine, image)}
+
+    def _training_graph(self):
+        """This model's graph with the refiner's inputs as extra outputs, so that one forward
+        pass gives both the logits and what the point head reads. It holds the same layers (and
+        weights), so it is kept out of Keras' tracking: it is not a sub-layer of its own."""
+        graph = self.__dict__.get("_graph_with_refiner_inputs")
+        if graph is None:
+            refiner_inputs = self.get_layer("pointrend").input
+            graph = keras.Model(self.inputs, [self.outputs[0], *refiner_inputs])
+            object.__setattr__(self, "_graph_with_refiner_inputs", graph)
+        return graph
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        outputs = y_pred if isinstance(y_pred, dict) else {"logits": y_pred}
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=outputs["logits"], sample_weight=sample_weight, training=training
+        )
+        if y is None or "point_logits" not in outputs:
+            return loss
+        refiner = self.get_layer("pointrend")
+        labels = tf.cast(sparse_labels(y, len(outputs["logits"].shape)), tf.int32)
+        # The points refer to the refiner's image: the input padded by `AlignedPadding`, if the
+        # model pads. The padding has no labels.
+        extra = outputs["image_size"] - tf.shape(labels)[1:3]
+        labels = tf.pad(
+            labels, [[0, 0], [0, extra[0]], [0, extra[1]]], constant_values=refiner.ignore_label
+        )
+        value = point_loss(
+            labels_at_points(labels, outputs["points"], refiner.align_corners),
+            outputs["point_logits"],
+            refiner.ignore_label,
+        )
+        return loss + refiner.point_loss_weight * tf.cast(value, loss.dtype)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
+        return super().compute_metrics(x, y, logits, sample_weight=sample_weight)

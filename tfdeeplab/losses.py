@@ -155,3 +155,13 @@ class SegmentationLoss(keras.losses.Loss):
             "focal_gamma": self.focal_gamma,
             "dice_weight": self.dice_weight,
         }
+
+
+def point_loss(labels, logits, ignore_label):
+    """Cross-entropy of point logits (B, N, K) against labels (B, N), ignoring `ignore_label`:
+    the mean over the valid points of the global batch, also under `tf.distribute`."""
+    valid = tf.cast(labels != ignore_label, tf.float32)
+    per_point = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        tf.where(labels == ignore_label, 0, labels), tf.cast(logits, tf.float32)
+    )
+    return replica_mean(tf.reduce_sum(per_point * valid), tf.reduce_sum(valid))

@@ -28,6 +28,14 @@ class ASPP(keras.layers.Layer):
         batchnorm_momentum: momentum of the BatchNormalization layers.
 
     Input (B, H, W, C) backbone features; output (B, H, W, filters).
+
+    Attributes (the layer's structure, public for tools that rebuild it, e.g. the tf_keras
+    bridge of `converters`):
+        branches: the convolution branches in concatenation order, each [conv, BN, ReLU]: the
+            1×1 branch, then one 3×3 atrous branch per rate.
+        pooling, pool_branch: the image-level branch, concatenated after `branches`: global
+            average pooling, then [1×1 conv, BN, ReLU], broadcast back to H × W.
+        concat, projection, dropout_layer: what follows the concatenation.
     """
 
     def __init__(

@@ -118,3 +118,13 @@ def _cell_centre(index, size, align_corners):
     if align_corners:
         return index / tf.maximum(size - 1, 1)
     return (index + 0.5) / size
+
+
+def labels_at_points(labels, points, align_corners=False):
+    """Nearest-neighbour labels (B, N) of a (B, H, W) mask at normalised points (B, N, 2)."""
+    shape = tf.shape(labels)
+    x, y = cell_coordinates(points, shape[1], shape[2], align_corners)
+    # The nearest pixel centre (x = 0.5 is halfway, rounded up).
+    column = tf.clip_by_value(tf.cast(tf.floor(x + 0.5), tf.int32), 0, shape[2] - 1)
+    row = tf.clip_by_value(tf.cast(tf.floor(y + 0.5), tf.int32), 0, shape[1] - 1)
+    return tf.gather_nd(labels, tf.stack([row, column], axis=-1), batch_dims=1)

@@ -3,21 +3,16 @@
 Shape legend: B batch, H height, W width, C fine-feature channels, K classes, N points.
 """
 
-import threading
-
 import keras
 import tensorflow as tf
 
 from tfdeeplab.layers.point_features import (
-    cell_coordinates,
     most_uncertain_cells,
     point_sample,
     sample_training_points,
     uncertainty,
 )
 from tfdeeplab.layers.resize_like import resize
-from tfdeeplab.losses import replica_mean, sparse_labels
-from tfdeeplab.segmentation_model import SegmentationModel
 
 
 def point_head_logits(fine, coarse, hidden, predictor, dtype):
@@ -175,10 +170,10 @@ class PointRendRefiner(keras.layers.Layer):
     Call with `[coarse logits (B, h, w, K), fine features (B, H4, W4, C), image (B, H, W, 3)]`;
     returns logits (B, H, W, K).
 
-    Training (paper, section 3.1) uses no subdivision: the layer returns the coarse logits
-    upsampled bilinearly, and keeps the point head's logits at points chosen by
-    `sample_training_points` in `training_point_logits` / `training_points`, for
-    `PointRendDeepLab.compute_loss` to add the point loss in the same step.
+    Training (paper, section 3.1) uses no subdivision: called with training=True the layer
+    returns the coarse logits upsampled bilinearly, and `point_outputs` gives the point head's
+    logits at points chosen by `sample_training_points`, which `PointRendDeepLab` returns as
+    training outputs beside the logits.
     """
 
     def __init__(
@@ -204,40 +199,7 @@ class PointRendRefiner(keras.layers.Layer):
         self.ignore_label = int(ignore_label)
         self.point_loss_weight = float(point_loss_weight)
         self.align_corners = bool(align_corners)
-        # The training points and the head's logits there travel from this layer's forward
-        # pass to `PointRendDeepLab.compute_loss` of the same step. They are kept per thread:
-        # MirroredStrategy runs each replica's step in its own thread, and the replicas
-        # interleave at every all-reduce (synchronized batch norm, the loss' global count).
-        self._step = threading.local()
         self.head = PointHead(num_classes, channels, num_layers, name="point_head")
-
-    @property
-    def training_points(self):
-        """(B, N, 2) points of this thread's last training forward pass, or None."""
-        return getattr(self._step, "points", None)
-
-    @training_points.setter
-    def training_points(self, value):
-        self._step.points = value
-
-    @property
-    def training_image_size(self):
-        """(H, W) of the image (padded, if the model pads) that this thread's last training
-        points are normalised to, or None."""
-        return getattr(self._step, "size", None)
-
-    @training_image_size.setter
-    def training_image_size(self, value):
-        self._step.size = value
-
-    @property
-    def training_point_logits(self):
-        """(B, N, K) point head logits at `training_points`, or None."""
-        return getattr(self._step, "logits", None)
-
-    @training_point_logits.setter
-    def training_point_logits(self, value):
-        self._step.logits = value
 
     def build(self, input_shapes):
         _, fine_shape, _ = input_shapes
@@ -245,19 +207,22 @@ class PointRendRefiner(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         coarse, fine, image = inputs
+        size = tf.shape(image)[1:3]
         if training:
-            return self._train(coarse, fine, image)
+            return resize(tf.cast(coarse, tf.float32), size, "bilinear", self.align_corners)
         return adaptive_subdivision(
-            coarse,
-            fine,
-            tf.shape(image)[1:3],
-            self.head,
-            self.steps,
-            self.points,
-            self.align_corners,
+            coarse, fine, size, self.head, self.steps, self.points, self.align_corners
         )
 
-    def _train(self, coarse, fine, image):
+    def point_outputs(self, coarse, fine, image):
+        """The point head's training outputs for the layer's inputs of one training step.
+
+        Returns:
+            {"point_logits": (B, N, K) float32, the head's logits at the points;
+             "points": (B, N, 2) normalised (x, y), chosen by `sample_training_points` on the
+             coarse logits (N: `training_points`, or the coarse map's cells);
+             "image_size": (2,) int32, the (H, W) of `image`, which the points refer to}.
+        """
         count = self.training_points_count
         if count is None:
             if coarse.shape[1] is None or coarse.shape[2] is None:
@@ -267,18 +232,17 @@ class PointRendRefiner(keras.layers.Layer):
                 )
             count = coarse.shape[1] * coarse.shape[2]
         coarse32 = tf.cast(coarse, tf.float32)
-        # Point selection sees no gradient: it only decides where to look.
         aligned = self.align_corners
+        # Point selection sees no gradient: it only decides where to look.
         points = sample_training_points(tf.stop_gradient(coarse32), count, align_corners=aligned)
-        self.training_points = points
-        self.training_image_size = tf.shape(image)[1:3]
-        self.training_point_logits = tf.cast(
-            self.head(
-                [point_sample(fine, points, aligned), point_sample(coarse32, points, aligned)]
-            ),
-            tf.float32,
+        logits = self.head(
+            [point_sample(fine, points, aligned), point_sample(coarse32, points, aligned)]
         )
-        return resize(coarse32, tf.shape(image)[1:3], "bilinear", aligned)
+        return {
+            "point_logits": tf.cast(logits, tf.float32),
+            "points": points,
+            "image_size": tf.shape(image)[1:3],
+        }
 
     def compute_output_shape(self, input_shapes):
         image_shape = input_shapes[2]
@@ -297,58 +261,3 @@ class PointRendRefiner(keras.layers.Layer):
             "point_loss_weight": self.point_loss_weight,
             "align_corners": self.align_corners,
         }
-
-
-def labels_at_points(labels, points, align_corners=False):
-    """Nearest-neighbour labels (B, N) of a (B, H, W) mask at normalised points (B, N, 2)."""
-    shape = tf.shape(labels)
-    x, y = cell_coordinates(points, shape[1], shape[2], align_corners)
-    # The nearest pixel centre (x = 0.5 is halfway, rounded up).
-    column = tf.clip_by_value(tf.cast(tf.floor(x + 0.5), tf.int32), 0, shape[2] - 1)
-    row = tf.clip_by_value(tf.cast(tf.floor(y + 0.5), tf.int32), 0, shape[1] - 1)
-    return tf.gather_nd(labels, tf.stack([row, column], axis=-1), batch_dims=1)
-
-
-@keras.saving.register_keras_serializable(package="tfdeeplab")
-class PointRendDeepLab(SegmentationModel):
-    """A functional segmentation model with a `PointRendRefiner` named "pointrend".
-
-    `model.fit` on ordinary (image, mask) batches trains the point head: `compute_loss` (Keras'
-    hook for custom losses) adds the point loss — cross-entropy of the head's logits at the
-    training points against the mask's labels there, ignoring `ignore_label` — to the compiled
-    dense loss. All PointRend settings live in the refiner's config, so the model saves and
-    loads like any functional model.
-    """
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = super().compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
-        refiner = self.get_layer("pointrend")
-        if not training or y is None or refiner.training_point_logits is None:
-            return loss
-        labels = tf.cast(sparse_labels(y, len(y_pred.shape)), tf.int32)
-        # Points are normalised to the refiner's image: the input padded by `AlignedPadding`,
-        # if the model pads. The padding has no labels.
-        extra = refiner.training_image_size - tf.shape(labels)[1:3]
-        labels = tf.pad(
-            labels, [[0, 0], [0, extra[0]], [0, extra[1]]], constant_values=refiner.ignore_label
-        )
-        value = point_loss(
-            labels_at_points(labels, refiner.training_points, refiner.align_corners),
-            refiner.training_point_logits,
-            refiner.ignore_label,
-        )
-        refiner.training_points = refiner.training_point_logits = None
-        refiner.training_image_size = None
-        return loss + refiner.point_loss_weight * tf.cast(value, loss.dtype)
-
-
-def point_loss(labels, logits, ignore_label):
-    """Cross-entropy of point logits (B, N, K) against labels (B, N), ignoring `ignore_label`:
-    the mean over the valid points of the global batch, also under `tf.distribute`."""
-    valid = tf.cast(labels != ignore_label, tf.float32)
-    per_point = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        tf.where(labels == ignore_label, 0, labels), tf.cast(logits, tf.float32)
-    )
-    return replica_mean(tf.reduce_sum(per_point * valid), tf.reduce_sum(valid))
