@@ -9,6 +9,7 @@ import importlib
 
 _SOURCES = {
     "calibration_dataset": "calibration",
+    "ExportData": "calibration",
     "representative_images": "calibration",
     "LiteRTModel": "litert",
     "IOType": "options",

@@ -5,6 +5,8 @@ from images that look like the deployment data (same decoding, resizing and padd
 evaluation) are what keep int8 accuracy close to float.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -46,6 +48,34 @@ def calibration_dataset(
         eval_view=eval_view,
         **kwargs,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportData:
+    """One data folder at one export size, as every export step reads it: its train split
+    calibrates int8 and fine-tunes QAT, its val split verifies the artifact. Split with the
+    same `seed` and `val_fraction` as the training run, so verification sees no training image.
+    """
+
+    root: str
+    input_size: tuple
+    seed: int = 0
+    val_fraction: float = 0.1
+    ignore_label: int = 255
+
+    def split(self, name, augment=False, batch_size=1, shuffle=True):
+        """`calibration_dataset` of split `name` ("train" or "val")."""
+        return calibration_dataset(
+            self.root,
+            self.input_size,
+            split=name,
+            batch_size=batch_size,
+            augment=augment,
+            shuffle=shuffle,
+            seed=self.seed,
+            val_fraction=self.val_fraction,
+            ignore_label=self.ignore_label,
+        )
 
 
 def _batches(data):

@@ -197,71 +197,93 @@ def verify(artifact, keras_model, data, ignore_label=255, max_images=None):
         A `VerificationReport`.
     """
     runner = _runner(artifact)
-    agree = pixels = images_seen = 0
-    max_error, error_sum, scale = 0.0, 0.0, 0.0
-    confusions = None
+    tally = _Tally(ignore_label)
+    for images, masks in _limited(data, max_images):
+        expected = np.asarray(keras_model(images, training=False), np.float32)
+        tally.add(expected, runner(images), masks, runner.output)
+    if tally.images == 0:
+        raise ValueError("verify: data yielded no images")
+    if tally.pixels == 0:
+        raise ValueError(f"verify: every pixel of the data is the ignore label {ignore_label}")
+    logits = runner.output == "logits"
+    confusions = tally.confusions
+    return VerificationReport(
+        artifact=str(artifact),
+        format=runner.format,
+        size_bytes=_size_of(artifact),
+        images=tally.images,
+        pixels=tally.pixels,
+        agreement=tally.agree / tally.pixels,
+        miou_keras=None if confusions is None else _miou(confusions[0]),
+        miou_artifact=None if confusions is None else _miou(confusions[1]),
+        max_logit_error=tally.max_error if logits else None,
+        mean_logit_error=tally.error_sum / (tally.pixels * tally.channels) if logits else None,
+        logit_scale=tally.scale,
+        ops=runner.ops,
+        input=runner.input,
+        output=runner.output,
+    )
+
+
+def _limited(data, max_images):
+    """(images float32 (B, H, W, 3), masks (B, H, W) or None) batches, `max_images` in all."""
+    seen = 0
     for batch in data:
         images, masks = (batch[0], batch[1]) if isinstance(batch, tuple | list) else (batch, None)
         images = np.asarray(images, np.float32)
         masks = None if masks is None else np.asarray(masks)
         if max_images is not None:
-            images = images[: max_images - images_seen]
+            images = images[: max_images - seen]
             masks = None if masks is None else masks[: len(images)]
         if len(images) == 0:
-            break
-        expected = np.asarray(keras_model(images, training=False), np.float32)
-        actual = runner(images)
+            return
+        seen += len(images)
+        yield images, masks
+
+
+def _miou(confusion):
+    names = [str(i) for i in range(len(confusion))]
+    boundaries = np.zeros((len(confusion), 4), np.int64)
+    return segmentation_report(confusion, boundaries, names)["mean_iou"]
+
+
+@dataclasses.dataclass
+class _Tally:
+    """The running counts of one verification."""
+
+    ignore_label: int
+    agree: int = 0
+    pixels: int = 0
+    images: int = 0
+    channels: int = 0
+    max_error: float = 0.0
+    error_sum: float = 0.0
+    scale: float = 0.0
+    confusions: np.ndarray | None = None  # (2, K, K): Keras, artifact
+
+    def add(self, expected, actual, masks, output):
+        """One batch: Keras' logits `expected`, the artifact's logits or mask `actual`."""
         expected_classes = expected.argmax(-1)
-        actual_classes = actual.astype(np.int64) if runner.output == "mask" else actual.argmax(-1)
+        actual_classes = actual.astype(np.int64) if output == "mask" else actual.argmax(-1)
         # With labels, only labelled pixels count: padding and ignored pixels (where both models
         # trivially agree on the padding colour) would inflate the agreement.
-        counted = np.ones(expected_classes.shape, bool) if masks is None else masks != ignore_label
-        agree += int(np.sum((actual_classes == expected_classes) & counted))
-        pixels += int(counted.sum())
-        images_seen += len(images)
-        scale = max(scale, float(np.max(np.abs(expected))))
-        if runner.output == "logits":
-            difference = np.abs(actual - expected)
-            max_error = max(max_error, float(difference.max()))
-            error_sum += float(difference.sum())
+        counted = np.ones(expected_classes.shape, bool)
         if masks is not None:
-            classes = expected.shape[-1]
+            counted = masks != self.ignore_label
+        self.agree += int(np.sum((actual_classes == expected_classes) & counted))
+        self.pixels += int(counted.sum())
+        self.images += len(expected)
+        self.channels = expected.shape[-1]
+        self.scale = max(self.scale, float(np.max(np.abs(expected))))
+        if output == "logits":
+            difference = np.abs(actual - expected)
+            self.max_error = max(self.max_error, float(difference.max()))
+            self.error_sum += float(difference.sum())
+        if masks is not None:
             pair = np.stack(
                 [
-                    confusion_matrix(masks, expected_classes, classes, ignore_label),
-                    confusion_matrix(masks, actual_classes, classes, ignore_label),
+                    confusion_matrix(masks, expected_classes, self.channels, self.ignore_label),
+                    confusion_matrix(masks, actual_classes, self.channels, self.ignore_label),
                 ]
             )
-            confusions = pair if confusions is None else confusions + pair
-        if max_images is not None and images_seen >= max_images:
-            break
-    if images_seen == 0:
-        raise ValueError("verify: data yielded no images")
-    if pixels == 0:
-        raise ValueError(f"verify: every pixel of the data is the ignore label {ignore_label}")
-
-    def miou(confusion):
-        if confusion is None:
-            return None
-        names = [str(i) for i in range(len(confusion))]
-        boundaries = np.zeros((len(confusion), 4), np.int64)
-        return segmentation_report(confusion, boundaries, names)["mean_iou"]
-
-    logits = runner.output == "logits"
-    channels = expected.shape[-1]
-    return VerificationReport(
-        artifact=str(artifact),
-        format=runner.format,
-        size_bytes=_size_of(artifact),
-        images=images_seen,
-        pixels=pixels,
-        agreement=agree / pixels,
-        miou_keras=miou(None if confusions is None else confusions[0]),
-        miou_artifact=miou(None if confusions is None else confusions[1]),
-        max_logit_error=max_error if logits else None,
-        mean_logit_error=error_sum / (pixels * channels) if logits else None,
-        logit_scale=scale,
-        ops=runner.ops,
-        input=runner.input,
-        output=runner.output,
-    )
+            self.confusions = pair if self.confusions is None else self.confusions + pair

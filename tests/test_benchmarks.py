@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from benchmarks import artifacts as artifact_measure
 from benchmarks import latency
 from benchmarks.flops import graph_macs, tflite_macs
 from benchmarks.stats import time_runs
@@ -126,9 +127,9 @@ def test_bad_artifacts_are_named_before_anything_runs(artifacts, tmp_path):
         latency.main([str(artifacts / "fp32.tflite"), str(missing)])
     (tmp_path / "weights.h5").write_bytes(b"")
     with pytest.raises(ValueError, match=r"weights\.h5: is not one"):
-        latency.artifact_kind(tmp_path / "weights.h5")
+        artifact_measure.artifact_kind(tmp_path / "weights.h5")
 
 
 def test_fixed_size_tflite_names_its_own_size(artifacts):
     with pytest.raises(ValueError, match=r"fp32.tflite: the file takes input \(1, 32, 32, 3\)"):
-        latency.measure(artifacts / "fp32.tflite", (64, 64), timing={"min_runs": 1})
+        artifact_measure.measure(artifacts / "fp32.tflite", (64, 64), timing={"min_runs": 1})

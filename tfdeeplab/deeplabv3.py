@@ -135,15 +135,7 @@ def DeepLabV3(
         logits (B, H, W, num_classes) at the input resolution. The backbone is the nested
         model named "backbone" (freeze it with `model.get_layer("backbone").trainable = False`).
     """
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"num_classes={num_classes!r} must be an integer ≥ 1.")
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(
-            f"output_stride={output_stride!r} is not supported; choose one of: "
-            f"{', '.join(map(str, OUTPUT_STRIDES))}"
-        )
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"input_shape={input_shape!r} must be (H, W, 3) with H, W ints or None.")
+    _check_arguments(num_classes, output_stride, input_shape)
     rates = _check_rates(
         "auto" if aspp_rates is None else aspp_rates,
         output_stride,
@@ -170,29 +162,44 @@ def DeepLabV3(
         batchnorm_momentum=0.99 if batchnorm_momentum is None else batchnorm_momentum,
         name="aspp",
     )(high)
-    x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
-    name = name or f"deeplabv3_{backbone}_os{output_stride}"
+    coarse = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
+    refiner = None
     if pointrend:
         steps = output_stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
-        refiner = PointRendRefiner(
-            num_classes,
-            steps=steps,
-            points=pointrend_points,
-            align_corners=align_corners,
-            dtype="float32",
-            name="pointrend",
-        )
-        logits = refiner([x, maps["low"], padded])
+        options = {"align_corners": align_corners, "dtype": "float32", "name": "pointrend"}
+        refiner = PointRendRefiner(num_classes, steps, pointrend_points, **options)
+    logits = _logits_at_input_size(coarse, maps["low"], padded, images, refiner, align_corners)
+    name = name or f"deeplabv3_{backbone}_os{output_stride}"
+    if pointrend:
+        return PointRendDeepLab(images, logits, name=f"{name}_pointrend")
+    return SegmentationModel(images, logits, name=name)
+
+
+def _logits_at_input_size(coarse, low, padded, images, refiner, align_corners):
+    """The coarse logits refined by PointRend (`refiner`) or upsampled bilinearly to the padded
+    input, then cropped to the input."""
+    if refiner is not None:
+        logits = refiner([coarse, low, padded])
     else:
         # Named "logits" when it is the output; the crop below takes the name otherwise.
         upsampled = "upsampled" if align_corners else "logits"
         resize = ResizeLike("bilinear", align_corners, dtype="float32", name=upsampled)
-        logits = resize([x, padded])
+        logits = resize([coarse, padded])
     if align_corners:
         logits = CropLike(dtype="float32", name="logits")([logits, images])
-    if pointrend:
-        return PointRendDeepLab(images, logits, name=f"{name}_pointrend")
-    return SegmentationModel(images, logits, name=name)
+    return logits
+
+
+def _check_arguments(num_classes, output_stride, input_shape):
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r} must be an integer ≥ 1.")
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(
+            f"output_stride={output_stride!r} is not supported; choose one of: "
+            f"{', '.join(map(str, OUTPUT_STRIDES))}"
+        )
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape={input_shape!r} must be (H, W, 3) with H, W ints or None.")
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")

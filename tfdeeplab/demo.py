@@ -20,8 +20,6 @@ finished demo is not overwritten without `overwrite=True`.
 
 import dataclasses
 import json
-import platform
-import shlex
 import shutil
 import time
 from pathlib import Path
@@ -29,51 +27,8 @@ from pathlib import Path
 import keras
 
 from tfdeeplab.atomic import atomic_write_bytes
-from tfdeeplab.training import RunExistsError, TrainConfig, train
-
-
-@dataclasses.dataclass
-class DemoConfig:
-    """Settings of `tfdeeplab demo` (its command-line options)."""
-
-    out: str = "runs/demo"
-    data: str | None = None
-    num_images: int = 300
-    num_classes: int = 6
-    backbone: str = "mobilenetv2"
-    alpha: float = 1.0
-    output_stride: int = 16
-    pointrend: bool = True
-    image_size: int = 193
-    batch_size: int = 8
-    epochs: int = 6
-    steps_per_epoch: int | None = None
-    lr: float | None = None
-    optimizer: str = "adamw"
-    train_minutes: float | None = 10.0
-    calibration_steps: int = 50
-    verify_images: int | None = None
-    qat: bool = False
-    qat_epochs: int = 1
-    benchmark_runs: int = 20
-    threads: int | None = None
-    val_fraction: float = 0.1
-    seed: int = 0
-    overwrite: bool = False
-    verbose: int | str = "auto"
-
-    def __post_init__(self):
-        from tfdeeplab.backbones import BACKBONES
-
-        if self.backbone not in BACKBONES:
-            raise ValueError(
-                f"backbone={self.backbone!r} is not supported; choose one of {sorted(BACKBONES)}"
-            )
-        if not 2 <= self.num_classes <= 255:
-            raise ValueError(f"num_classes={self.num_classes} must be an integer from 2 to 255")
-        for name in ("num_images", "image_size", "batch_size", "epochs", "benchmark_runs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
+from tfdeeplab.demo_report import percent, write_report
+from tfdeeplab.training import RunExistsError, train
 
 
 class _Stages:
@@ -117,10 +72,9 @@ def _data(config, out):
     if done.exists() and len(list((root / "masks").glob("*.png"))) == config.num_images:
         print(f"{root}: {config.num_images} generated scenes already there")
         return root
-    synthetic_scenes(
-        root, config.num_images, config.image_size, config.num_classes, seed=config.seed
-    )
-    print(f"Generated {config.num_images} scenes of {config.image_size}² in {root}")
+    size, seed = config.training.image_size, config.training.seed
+    synthetic_scenes(root, config.num_images, size, config.num_classes, seed=seed)
+    print(f"Generated {config.num_images} scenes of {size}² in {root}")
     return root
 
 
@@ -130,32 +84,13 @@ def _train(config, data, out):
     if summary.exists():
         print(f"{folder}: training already finished")
         return json.loads(summary.read_text())
-    return train(
-        TrainConfig(
-            data=str(data),
-            out=str(folder),
-            backbone=config.backbone,
-            output_stride=config.output_stride,
-            alpha=config.alpha,
-            pointrend=config.pointrend,
-            image_size=config.image_size,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            steps_per_epoch=config.steps_per_epoch,
-            lr=config.lr,
-            optimizer=config.optimizer,
-            val_fraction=config.val_fraction,
-            seed=config.seed,
-            time_budget_minutes=config.train_minutes,
-            verbose=config.verbose,
-        )
-    )
+    return train(dataclasses.replace(config.training, data=str(data), out=str(folder)))
 
 
 def _val_data(config, data, size, batch_size=4):
     from tfdeeplab.data import make_dataset, scan_split
 
-    folder = scan_split(data, "val", config.val_fraction, config.seed)
+    folder = scan_split(data, "val", config.training.val_fraction, config.training.seed)
     dataset = make_dataset(folder, size, batch_size, augment=False, shuffle=False)
     return folder, dataset
 
@@ -169,7 +104,7 @@ def _evaluate(config, model, data, out):
     if path.exists():
         report = json.loads(path.read_text())
     else:
-        size = (config.image_size, config.image_size)
+        size = (config.training.image_size, config.training.image_size)
         folder, dataset = _val_data(config, data, size)
         progress = keras.utils.Progbar(len(folder), unit_name="image")
         report = evaluate(
@@ -194,63 +129,27 @@ def _predictions(config, model, data, out, count=6):
     path = out / "predictions.png"
     if path.exists():
         return path
-    folder, dataset = _val_data(config, data, (config.image_size, config.image_size))
+    folder, dataset = _val_data(
+        config, data, (config.training.image_size, config.training.image_size)
+    )
     rows = prediction_rows(model, dataset, folder, count)
     titles = ("image", "ground truth", "prediction")
-    prediction_grid(path, rows, titles, folder.class_names, folder.colors)
+    prediction_grid(path, rows, titles, folder.class_names, folder.colours)
     print(f"Wrote {path}")
     return path
 
 
 def _exports(config, model, data, out):
     """SavedModel, TFLite fp32 and int8 (and QAT), each verified on the val split."""
-    from converters import (
-        QATOptions,
-        calibration_dataset,
-        export_saved_model,
-        export_tflite,
-        verify,
-    )
+    from converters import ExportData, verify
 
-    size = (config.image_size, config.image_size)
+    training = config.training
+    size = (training.image_size, training.image_size)
     folder = out / "export"
+    split = ExportData(str(data), size, training.seed, training.val_fraction).split
 
-    def split(name, augment=False, batch_size=1):
-        return calibration_dataset(
-            data,
-            size,
-            split=name,
-            batch_size=batch_size,
-            augment=augment,
-            seed=config.seed,
-            val_fraction=config.val_fraction,
-        )
-
-    writers = {
-        "saved_model": lambda path: export_saved_model(model, path),
-        "model_fp32.tflite": lambda path: export_tflite(model, path, input_size=size),
-        "model_int8.tflite": lambda path: export_tflite(
-            model,
-            path,
-            "int8",
-            size,
-            split("train"),
-            config.calibration_steps,
-        ),
-    }
-    if config.qat:
-        options = QATOptions(epochs=config.qat_epochs, verbose=1 if config.verbose else 0)
-        writers["model_qat.tflite"] = lambda path: export_tflite(
-            model,
-            path,
-            "qat",
-            size,
-            split("train", augment=True, batch_size=config.batch_size),
-            config.calibration_steps,
-            qat=options,
-        )
     reports = {}
-    for name, write in writers.items():
+    for name, write in _export_writers(config, model, size, split).items():
         path = folder / name
         report_path = folder / f"{name}.verification.json"
         if not (path.exists() and report_path.exists()):
@@ -265,6 +164,26 @@ def _exports(config, model, data, out):
     return reports
 
 
+def _export_writers(config, model, size, split):
+    """{artifact name: function writing it to a path}."""
+    from converters import QATOptions, export_saved_model, export_tflite
+
+    writers = {
+        "saved_model": lambda path: export_saved_model(model, path),
+        "model_fp32.tflite": lambda path: export_tflite(model, path, input_size=size),
+        "model_int8.tflite": lambda path: export_tflite(
+            model, path, "int8", size, split("train"), config.calibration_steps
+        ),
+    }
+    if config.qat:
+        options = QATOptions(epochs=config.qat_epochs, verbose=1 if config.verbose else 0)
+        qat_data = split("train", augment=True, batch_size=config.training.batch_size)
+        writers["model_qat.tflite"] = lambda path: export_tflite(
+            model, path, "qat", size, qat_data, config.calibration_steps, qat=options
+        )
+    return writers
+
+
 def _benchmark(config, artifacts, out):
     from benchmarks import latency
 
@@ -272,123 +191,16 @@ def _benchmark(config, artifacts, out):
     if path.exists():
         return json.loads(path.read_text())
     timing = {"warmup_runs": 1, "min_runs": config.benchmark_runs, "min_secs": 1.0}
-    size = (config.image_size, config.image_size)
+    size = (config.training.image_size, config.training.image_size)
     report = latency.benchmark(artifacts, size, 1, config.threads, {**timing, "max_secs": 60.0})
     latency.write_chart(report, out / "latency.png")
     atomic_write_bytes(path, json.dumps(report, indent=2).encode())
     return report
 
 
-def _percent(value):
-    return "n/a" if value is None else f"{100 * value:.2f}"
-
-
-def _report(config, out, data, summary, evaluation, exports, latency_report, stages, command):
-    from benchmarks.latency import markdown_table
-    from benchmarks.stats import machine
-
-    classes = "\n".join(
-        f"| {row['name']} | {_percent(row['iou'])} | {_percent(row['precision'])} | "
-        f"{_percent(row['recall'])} | {_percent(row['boundary_f1'])} | {row['pixels']} |"
-        for row in evaluation["classes"]
-    )
-    exported = "\n".join(
-        f"| {name} | {report['size_bytes'] / 2**20:.2f} | {_percent(report['agreement'])} | "
-        f"{_percent(report['miou_keras'])} | {_percent(report['miou_artifact'])} | "
-        f"{report['miou_drop_points']:.2f} | {report['max_logit_error']:.3g} |"
-        for name, report in exports.items()
-    )
-    minutes = sum(stages.values()) / 60
-    timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items())
-    model = f"DeepLabV3 {config.backbone} (alpha {config.alpha}) OS{config.output_stride}" + (
-        " + PointRend" if config.pointrend else ""
-    )
-    facts = "\n".join(
-        [
-            f"- Machine: {machine()['cpu']}, {machine()['cores']} cores, Python "
-            f"{platform.python_version()}; this run's stages took {minutes:.1f} min ({timings}).",
-            f"- Data: `{data}`, {summary['train_images']} training / {summary['val_images']} "
-            f"validation images, {summary['num_classes']} classes, trained and evaluated at "
-            f"{config.image_size}².",
-            f"- Model: {model}, {summary['num_classes']} classes, ASPP rates "
-            f"{tuple(summary.get('aspp_rates', ()))} (scaled to the crop).",
-        ]
-    )
-    budget = " (stopped by the time budget)" if summary["stopped_by_time_budget"] else ""
-    training = (
-        f"{summary['epochs_run_this_time']} epochs of {summary['steps_per_epoch']} steps in this "
-        f"session{' (resumed)' if summary['resumed'] else ''}, "
-        f"{summary['wall_seconds'] / 60:.1f} min at {summary['train_images_per_second']:.1f} "
-        f"images/s; best validation mIoU {_percent(summary['best_val_mean_iou'])}%{budget}."
-    )
-    scores = (
-        f"mIoU **{_percent(evaluation['mean_iou'])}**, pixel accuracy "
-        f"{_percent(evaluation['pixel_accuracy'])}, mean boundary F1 "
-        f"{_percent(evaluation['mean_boundary_f1'])} (percent; boundary tolerance "
-        f"{evaluation['boundary_tolerance_px']} px). mIoU: "
-        f"{evaluation.get('mean_iou_definition', 'mean over classes')}."
-    )
-    text = f"""# tfdeeplab demo report
-
-- Command: `{command}`
-{facts}
-
-## Training
-
-{training}
-
-![training curve](train/training_curve.png)
-
-## Evaluation of train/best.keras (validation split, {evaluation["images"]} images)
-
-{scores}
-
-| class | IoU | precision | recall | boundary F1 | pixels |
-| --- | --- | --- | --- | --- | --- |
-{classes}
-
-![IoU per class](evaluation.png)
-
-![predictions](predictions.png)
-
-## Exports, each verified against Keras on the validation split
-
-| artifact | MiB | agreement % | mIoU Keras | mIoU artifact | drop (points) | max logit error |
-| --- | --- | --- | --- | --- | --- | --- |
-{exported}
-
-Verification reports: `export/<artifact>.verification.json`.
-
-## Latency (benchmarks.latency, batch 1, {latency_report["settings"]["threads"]} threads)
-
-float32 matmul peak of this machine: {latency_report["matmul_peak_gflops"]:.1f} GFLOP/s.
-
-{markdown_table(latency_report)}
-
-![latency](latency.png)
-"""
-    return atomic_write_bytes(out / "REPORT.md", text.encode())
-
-
-def _command(config):
-    """The `tfdeeplab demo` command line that gives `config` (its non-default options)."""
-    words = ["tfdeeplab", "demo"]
-    for field in dataclasses.fields(DemoConfig):
-        value = getattr(config, field.name)
-        if value == field.default or field.name in ("overwrite", "verbose"):
-            continue
-        option = "--" + field.name.replace("_", "-")
-        if field.name == "pointrend":
-            words.append("--no-pointrend")
-        elif isinstance(value, bool):
-            words.append(option)
-        else:
-            words += [option, str(value)]
-    return shlex.join(words)
-
-
 def run_demo(config, command=None):
-    """Runs every stage (skipping finished ones); returns the path of REPORT.md."""
+    """Runs every stage (skipping finished ones); returns the path of REPORT.md, which quotes
+    `command` (the command line that ran the demo)."""
     out = _prepare(config)
     atomic_write_bytes(
         out / "demo_config.json", json.dumps(dataclasses.asdict(config), indent=2).encode()
@@ -402,9 +214,9 @@ def run_demo(config, command=None):
     exports = stages.run("exports", _exports, config, model, data, out)
     artifacts = [Path(summary["best_model"]), *(out / "export" / name for name in exports)]
     latency_report = stages.run("latency", _benchmark, config, artifacts, out)
-    command = command or _command(config)
-    path = _report(
+    command = command or "tfdeeplab.demo.run_demo(config) (settings in demo_config.json)"
+    path = write_report(
         config, out, data, summary, evaluation, exports, latency_report, stages.seconds, command
     )
-    print(f"\nmIoU {_percent(evaluation['mean_iou'])}%; the report is {path}")
+    print(f"\nmIoU {percent(evaluation['mean_iou'])}%; the report is {path}")
     return path

@@ -93,7 +93,7 @@ def prediction_rows(model, dataset, folder, count, scales=(1.0,), flip=False):
 
     Masks are drawn in the folder's class colours; ignored pixels are white.
     """
-    colours = np.asarray(folder.colors, np.uint8)
+    colours = np.asarray(folder.colours, np.uint8)
     rows = []
     for images, masks in dataset:
         predictions = predict_probabilities(model, images, scales, flip).argmax(-1)

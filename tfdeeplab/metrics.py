@@ -19,9 +19,16 @@ def mean_iou(num_classes, ignore_label=255, name="mean_iou"):
 class PixelAccuracy(keras.metrics.MeanIoU):
     """Share of non-ignored pixels whose argmax is right: trace / sum of Keras' confusion matrix."""
 
-    def __init__(self, num_classes, ignore_class=255, name="pixel_accuracy", **kwargs):
+    def __init__(self, num_classes, ignore_label=255, name="pixel_accuracy", **kwargs):
+        # Configs saved before this class had its own name for it carry Keras' `ignore_class`.
+        ignore_label = kwargs.pop("ignore_class", ignore_label)
         kwargs.setdefault("sparse_y_pred", False)
-        super().__init__(num_classes, name=name, ignore_class=ignore_class, **kwargs)
+        super().__init__(num_classes, name=name, ignore_class=ignore_label, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config["ignore_label"] = config.pop("ignore_class")
+        return config
 
     def result(self):
         total = tf.reduce_sum(self.total_cm)

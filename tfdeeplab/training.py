@@ -8,7 +8,6 @@ from its last finished epoch when started again with the same folder), `training
 
 import contextlib
 import dataclasses
-import enum
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from tfdeeplab.callbacks import (
     TimeBudget,
     save_model_atomically,
 )
+from tfdeeplab.config import Distribution, OptimizerName, TrainConfig
 from tfdeeplab.data import make_dataset, scan_split
 from tfdeeplab.deeplabv3 import DeepLabV3
 from tfdeeplab.losses import SegmentationLoss, class_weights_from_frequencies
@@ -35,70 +35,8 @@ from tfdeeplab.plots import read_history, training_curves
 from tfdeeplab.schedules import PolyDecayWithWarmup
 
 
-class OptimizerName(str, enum.Enum):
-    SGD = "sgd"
-    ADAMW = "adamw"
-
-
-class Distribution(str, enum.Enum):
-    NONE = "none"
-    MIRRORED = "mirrored"
-    MULTIWORKER = "multiworker"
-    TPU = "tpu"
-
-
 class RunExistsError(FileExistsError):
     """The output folder holds a finished run."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Settings of one training run (the `tfdeeplab train` options)."""
-
-    data: str
-    out: str
-    backbone: str = "mobilenetv2"
-    output_stride: int = 16
-    alpha: float = 1.0
-    backbone_weights: str | None = None
-    aspp_filters: int = 256
-    bn_momentum: float = 0.9
-    pointrend: bool = False
-    pointrend_points: int | None = None
-    num_classes: int | None = None
-    ignore_label: int = 255
-    image_size: int = 513
-    batch_size: int = 8
-    epochs: int = 30
-    steps_per_epoch: int | None = None
-    lr: float | None = None
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.0
-    freeze_backbone_epochs: int = 0
-    class_weights: bool = False
-    focal_gamma: float = 0.0
-    dice_weight: float = 0.0
-    mixed_precision: bool = False
-    distribute: str = "none"
-    sync_batchnorm: bool = True
-    val_fraction: float = 0.1
-    seed: int = 0
-    cache: bool = False
-    skip_bad: bool = False
-    time_budget_minutes: float | None = None
-    overwrite: bool = False
-    verbose: int | str = "auto"
-
-    def __post_init__(self):
-        self.optimizer = OptimizerName(self.optimizer).value
-        self.distribute = Distribution(self.distribute).value
-        if self.lr is None:
-            self.lr = 0.01 if self.optimizer == OptimizerName.SGD.value else 1e-3
-        for name in ("image_size", "batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
 
 
 def make_strategy(distribute):
@@ -254,6 +192,98 @@ def _prepare_out(config):
     return out
 
 
+def _datasets(config):
+    """(train folder, val folder, repeating augmented train dataset, val dataset)."""
+    scan = {"num_classes": config.num_classes, "ignore_label": config.ignore_label}
+    scan["skip_bad"] = config.skip_bad
+    train_folder = scan_split(config.data, "train", config.val_fraction, config.seed, **scan)
+    scan["num_classes"] = train_folder.num_classes
+    val_folder = scan_split(config.data, "val", config.val_fraction, config.seed, **scan)
+    size = (config.image_size, config.image_size)
+    train_data = make_dataset(
+        train_folder,
+        size,
+        config.batch_size,
+        augment=True,
+        cache=config.cache,
+        seed=config.seed,
+        repeat=True,
+    )
+    # Every validation image counts, also with several replicas: `SegmentationModel` runs a
+    # replica left without images by a last partial batch on a blank one.
+    val_data = make_dataset(
+        val_folder, size, config.batch_size, augment=False, shuffle=False, cache=config.cache
+    )
+    return train_folder, val_folder, train_data, val_data
+
+
+def _compiled_model(config, train_folder, steps):
+    """DeepLabV3 with its optimizer (poly schedule), loss and metrics, in the current scope."""
+    num_classes = train_folder.num_classes
+    model = DeepLabV3(
+        num_classes,
+        backbone=config.backbone,
+        output_stride=config.output_stride,
+        alpha=config.alpha,
+        aspp_filters=config.aspp_filters,
+        backbone_weights=config.backbone_weights,
+        batchnorm_momentum=config.batchnorm_momentum,
+        pointrend=config.pointrend,
+        pointrend_points=config.pointrend_points,
+        crop_size=config.image_size,
+    )
+    schedule = PolyDecayWithWarmup(
+        config.lr,
+        decay_steps=max(steps * config.epochs, int(steps * config.warmup_epochs) + 1),
+        warmup_steps=int(steps * config.warmup_epochs),
+    )
+    optimizer = make_optimizer(config, schedule, model)
+    # Slots for every variable, so that unfreezing the backbone later needs no rebuild.
+    optimizer.build(model.trainable_variables)
+    weights = None
+    if config.class_weights:
+        weights = class_weights_from_frequencies(_pixel_counts(train_folder))
+    loss = SegmentationLoss(
+        num_classes, config.ignore_label, weights, config.focal_gamma, config.dice_weight
+    )
+    metrics = [
+        mean_iou(num_classes, config.ignore_label),
+        PixelAccuracy(num_classes, config.ignore_label),
+    ]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    return model
+
+
+def _distribute(model, config, strategy):
+    if config.sync_batchnorm and strategy.num_replicas_in_sync > 1:
+        # Batch statistics over the global batch (as DeepLab trains across GPUs), which also
+        # keeps the moving statistics identical on every replica.
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    if config.distribute == Distribution.MULTIWORKER.value:
+        _patch_for_multiworker(model)
+
+
+def _callbacks(config, out):
+    """tfdeeplab's callbacks: {"throughput", "budget" (or None), "all": the list}."""
+    budget = TimeBudget(config.time_budget_minutes) if config.time_budget_minutes else None
+    throughput = Throughput(config.batch_size)
+    own = [
+        throughput,
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        BestModelCheckpoint(out / "best.keras", "val_mean_iou", "max", enabled=is_chief()),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
+    ]
+    if config.freeze_backbone_epochs:
+        own.append(BackboneFreezer(config.freeze_backbone_epochs))
+    if budget:
+        own.append(budget)
+    return {"throughput": throughput, "budget": budget, "all": own}
+
+
 def train(config: TrainConfig, callbacks=()):
     """Trains one model; see the module docstring for what the run folder holds.
 
@@ -273,128 +303,46 @@ def train(config: TrainConfig, callbacks=()):
         out / "config.json", json.dumps(dataclasses.asdict(config), indent=2).encode()
     )
     keras.utils.set_random_seed(config.seed)
-
-    scan = {"num_classes": config.num_classes, "ignore_label": config.ignore_label}
-    scan["skip_bad"] = config.skip_bad
-    train_folder = scan_split(config.data, "train", config.val_fraction, config.seed, **scan)
-    scan["num_classes"] = train_folder.num_classes
-    val_folder = scan_split(config.data, "val", config.val_fraction, config.seed, **scan)
-    size = (config.image_size, config.image_size)
+    train_folder, val_folder, train_data, val_data = _datasets(config)
     steps = config.steps_per_epoch or max(1, len(train_folder) // config.batch_size)
-    train_data = make_dataset(
-        train_folder,
-        size,
-        config.batch_size,
-        augment=True,
-        cache=config.cache,
-        seed=config.seed,
-        repeat=True,
-    )
-    # Every validation image counts, also with several replicas: `SegmentationModel` runs a
-    # replica left without images by a last partial batch on a blank one.
-    val_data = make_dataset(
-        val_folder,
-        size,
-        config.batch_size,
-        augment=False,
-        shuffle=False,
-        cache=config.cache,
-    )
-    num_classes = train_folder.num_classes
-    weights = (
-        class_weights_from_frequencies(_pixel_counts(train_folder))
-        if config.class_weights
-        else None
-    )
-
     with dtype_policy(config.mixed_precision), strategy.scope():
-        model = DeepLabV3(
-            num_classes,
-            backbone=config.backbone,
-            output_stride=config.output_stride,
-            alpha=config.alpha,
-            aspp_filters=config.aspp_filters,
-            backbone_weights=config.backbone_weights,
-            batchnorm_momentum=config.bn_momentum,
-            pointrend=config.pointrend,
-            pointrend_points=config.pointrend_points,
-            crop_size=config.image_size,
-        )
-        schedule = PolyDecayWithWarmup(
-            config.lr,
-            decay_steps=max(steps * config.epochs, int(steps * config.warmup_epochs) + 1),
-            warmup_steps=int(steps * config.warmup_epochs),
-        )
-        optimizer = make_optimizer(config, schedule, model)
-        # Slots for every variable, so that unfreezing the backbone later needs no rebuild.
-        optimizer.build(model.trainable_variables)
-        model.compile(
-            optimizer=optimizer,
-            loss=SegmentationLoss(
-                num_classes, config.ignore_label, weights, config.focal_gamma, config.dice_weight
-            ),
-            metrics=[
-                mean_iou(num_classes, config.ignore_label),
-                PixelAccuracy(num_classes, config.ignore_label),
-            ],
-        )
-
+        model = _compiled_model(config, train_folder, steps)
     aspp_rates = model.get_layer("aspp").rates
     print(
         f"ASPP rates {aspp_rates} for {config.image_size}² crops at output stride "
         f"{config.output_stride} (a {-(-config.image_size // config.output_stride)}-cell map)"
     )
-    if config.sync_batchnorm and strategy.num_replicas_in_sync > 1:
-        # Batch statistics over the global batch (as DeepLab trains across GPUs), which also
-        # keeps the moving statistics identical on every replica.
-        for layer in model._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True
-    if config.distribute == Distribution.MULTIWORKER.value:
-        _patch_for_multiworker(model)
-    budget = TimeBudget(config.time_budget_minutes) if config.time_budget_minutes else None
-    throughput = Throughput(config.batch_size)
-    own = [
-        throughput,
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
-        keras.callbacks.TerminateOnNaN(),
-        BestModelCheckpoint(out / "best.keras", "val_mean_iou", "max", enabled=is_chief()),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
-    ]
-    if config.freeze_backbone_epochs:
-        own.append(BackboneFreezer(config.freeze_backbone_epochs))
-    if budget:
-        own.append(budget)
-
+    _distribute(model, config, strategy)
+    own = _callbacks(config, out)
     start = time.monotonic()
     history = model.fit(
         train_data,
         validation_data=val_data,
         epochs=config.epochs,
         steps_per_epoch=steps,
-        callbacks=own + list(callbacks),
+        callbacks=own["all"] + list(callbacks),
         shuffle=False,  # the dataset reshuffles its files every epoch
         verbose=config.verbose,
     )
     seconds = time.monotonic() - start
     save_model_atomically(model, out / "final.keras")
     logs = history.history
-    epochs_run = len(logs.get("loss", []))
     summary = {
         "resumed": resumed,
-        "epochs_run_this_time": epochs_run,
+        "epochs_run_this_time": len(logs.get("loss", [])),
         "steps_per_epoch": steps,
         "train_images": len(train_folder),
         "val_images": len(val_folder),
-        "num_classes": num_classes,
+        "num_classes": train_folder.num_classes,
         "aspp_rates": list(aspp_rates),
         "class_names": list(train_folder.class_names),
         "wall_seconds": seconds,
-        "train_images_per_second": throughput.images_per_second,
+        "train_images_per_second": own["throughput"].images_per_second,
         "best_val_mean_iou": max(logs["val_mean_iou"]) if logs.get("val_mean_iou") else None,
         "final_val_mean_iou": logs["val_mean_iou"][-1] if logs.get("val_mean_iou") else None,
-        "stopped_by_time_budget": bool(budget and budget.stopped_at_epoch is not None),
+        "stopped_by_time_budget": bool(
+            own["budget"] and own["budget"].stopped_at_epoch is not None
+        ),
         "best_model": str(out / "best.keras"),
         "final_model": str(out / "final.keras"),
     }

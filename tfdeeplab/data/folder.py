@@ -34,7 +34,7 @@ class SegmentationFolder:
         images, masks: paths of matched pairs, sorted by stem.
         num_classes: number of classes (from the argument, classes.json or the largest label).
         class_names: one name per class.
-        colors: (num_classes, 3) uint8 colours for pictures.
+        colours: (num_classes, 3) uint8 colours for pictures (classes.json's "colors").
         ignore_label: label value that is ignored by losses and metrics.
         skipped: (path, reason) of pairs left out with `skip_bad`.
         sizes: (height, width) of each pair's image.
@@ -44,7 +44,7 @@ class SegmentationFolder:
     masks: tuple
     num_classes: int
     class_names: tuple
-    colors: np.ndarray
+    colours: np.ndarray
     ignore_label: int
     skipped: tuple = ()
     sizes: tuple = ()
@@ -61,14 +61,14 @@ def read_classes(root):
     try:
         spec = json.loads(path.read_text())
         names = [str(n) for n in spec["names"]]
-        colors = spec.get("colors")
-        if colors is not None:
-            colors = np.asarray(colors, dtype=np.uint8).reshape(len(names), 3)
+        colours = spec.get("colors")
+        if colours is not None:
+            colours = np.asarray(colours, dtype=np.uint8).reshape(len(names), 3)
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(
             f"{path}: expected {{'names': [...], 'colors': [[r, g, b], ...]}} ({error})"
         ) from None
-    return names, colors
+    return names, colours
 
 
 def _mask_folder(root):
@@ -167,7 +167,7 @@ def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder")
     # A split folder (root/train) shares the classes.json of the dataset above it.
-    names, colors = (
+    names, colours = (
         read_classes(root) if (root / "classes.json").exists() else read_classes(root.parent)
     )
     if num_classes is None and names is not None:
@@ -197,11 +197,11 @@ def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
     names = tuple(names) if names else tuple(f"class_{i}" for i in range(num_classes))
     if len(names) != num_classes:
         raise DataError(f"classes.json names {len(names)} classes but num_classes={num_classes}")
-    if colors is None:
+    if colours is None:
         from tfdeeplab.visualize import palette
 
-        colors = palette(num_classes)
+        colours = palette(num_classes)
     images, masks = zip(*good, strict=True)
     return SegmentationFolder(
-        images, masks, num_classes, names, colors, ignore_label, tuple(problems), tuple(sizes)
+        images, masks, num_classes, names, colours, ignore_label, tuple(problems), tuple(sizes)
     )

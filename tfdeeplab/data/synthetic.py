@@ -145,7 +145,7 @@ def synthetic_scenes(root, num_images=200, image_size=(128, 128), num_classes=6,
     if num_images < 1:
         raise ValueError(f"num_images={num_images} must be ≥ 1")
     root = Path(root)
-    colors = palette(num_classes)
+    colours = palette(num_classes)
     names = ["background"] + [
         f"{SHAPES[(i - 1) % len(SHAPES)]}{'' if i <= len(SHAPES) else (i - 1) // len(SHAPES)}"
         for i in range(1, num_classes)
@@ -153,7 +153,7 @@ def synthetic_scenes(root, num_images=200, image_size=(128, 128), num_classes=6,
     for index in range(num_images):
         image, mask = render_scene(seed * 1_000_003 + index, image_size, num_classes, seed)
         atomic_write_bytes(root / "images" / f"scene_{index:05d}.png", png_bytes(image))
-        atomic_write_bytes(root / "masks" / f"scene_{index:05d}.png", png_bytes(mask, colors))
-    classes = {"names": names, "colors": colors.tolist()}
+        atomic_write_bytes(root / "masks" / f"scene_{index:05d}.png", png_bytes(mask, colours))
+    classes = {"names": names, "colors": colours.tolist()}  # classes.json's key (file format)
     atomic_write_bytes(root / "classes.json", json.dumps(classes, indent=1).encode())
     return root

@@ -1,4 +1,5 @@
-"""Imports run one way: tfdeeplab's core ← converters ← benchmarks ← the application layer.
+"""Code layout: imports run one way (tfdeeplab's core ← converters ← benchmarks ← the application
+layer), no file over 400 lines, no function over 60.
 
 Parsed from the source (every `import`, also those inside functions), so no module is run.
 """
@@ -11,7 +12,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PACKAGES = ("tfdeeplab", "converters", "benchmarks")
 # The application layer: the only tfdeeplab modules that may use converters and benchmarks.
-APPLICATION = {"tfdeeplab.cli", "tfdeeplab.demo"}
+APPLICATION = {"tfdeeplab.cli", "tfdeeplab.commands", "tfdeeplab.demo", "tfdeeplab.demo_report"}
 
 
 def module_name(path):
@@ -93,3 +94,29 @@ def test_no_import_cycles_between_modules():
     assert not find_cycles(GRAPH), "import cycles: " + "; ".join(
         " -> ".join(cycle) for cycle in find_cycles(GRAPH)
     )
+
+
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60  # not counting the docstring
+
+
+def function_lengths(path):
+    """(name, lines without the docstring) of every function and method in `path`."""
+    lengths = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                lines -= first.end_lineno - first.lineno + 1
+            lengths.append((node.name, lines))
+    return lengths
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_files_and_functions_stay_readable(name):
+    path = MODULES[name]
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_FILE_LINES, f"{path}: {lines} lines (at most {MAX_FILE_LINES})"
+    long = [(f, n) for f, n in function_lengths(path) if n > MAX_FUNCTION_LINES]
+    assert not long, f"{path}: functions over {MAX_FUNCTION_LINES} lines: {long}"

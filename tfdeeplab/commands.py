@@ -1,0 +1,325 @@
+"""The `tfdeeplab` subcommands: their options, as dataclasses whose fields declare each option
+once (see `tfdeeplab.options`; training's and the demo's live in `tfdeeplab.config`), and their
+handlers. Handlers import Keras, TensorFlow and converters when they run, after the command
+line has started TensorFlow with the command's options (see `tfdeeplab.cli`).
+"""
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfdeeplab.config import DEMO_TRAINING_OPTIONS, DemoConfig, TrainConfig, demo_training
+from tfdeeplab.options import setting, values
+
+
+def _scales(text):
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
+    if not scales or any(s <= 0 for s in scales):
+        raise argparse.ArgumentTypeError(f"scales {text!r} must be positive")
+    return scales
+
+
+@dataclasses.dataclass(kw_only=True)
+class InferenceOptions:
+    model: str = setting(help="a .keras model")
+    scales: tuple = setting((1.0,), "input scales averaged, e.g. 0.75,1,1.25", parse=_scales)
+    flip: bool = setting(False, "also average mirrored inputs")
+
+
+@dataclasses.dataclass(kw_only=True)
+class DataOptions:
+    data: str = setting(help="folder with images/ and masks/")
+    split: str = setting("val", "which pairs", choices=("train", "val", "all"))
+    val_fraction: float = setting(0.1, "validation share without a val/ folder (as in train)")
+    seed: int = setting(0, "split seed (as in train)")
+    image_size: int = setting(
+        513, "smallest canvas images are padded to (original view) or the resized size"
+    )
+    batch_size: int = setting(4, "images per batch")
+    ignore_label: int = setting(255, "mask value that is not scored")
+    skip_bad: bool = setting(False, "warn about bad pairs and skip them")
+    eval_view: str = setting(
+        "original",
+        "score at the original resolution (padded, never resized) or on a copy resized to "
+        "--image-size",
+        choices=("original", "resize"),
+    )
+
+
+@dataclasses.dataclass(kw_only=True)
+class EvaluateOptions(InferenceOptions, DataOptions):
+    boundary_tolerance: int = setting(2, "boundary F1 tolerance in pixels")
+    json: str | None = setting(None, "report file; default: <model>.evaluation.json")
+
+
+@dataclasses.dataclass(kw_only=True)
+class PredictOptions(InferenceOptions):
+    input: str = setting(help="an image or a folder of images")
+    out: str = setting(help="output folder")
+    data: str | None = setting(None, "dataset folder for classes.json colours")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ShowOptions(InferenceOptions, DataOptions):
+    count: int = setting(6, "rows")
+    out: str = setting(help="output PNG")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ExportOptions:
+    model: str = setting(help="a .keras model")
+    format: str = setting(help="artifact", choices=("saved_model", "tflite"))
+    quantization: str = setting("none", "tflite: none, float16, dynamic, int8 or qat")
+    input_size: int = setting(513, "tflite input H = W")
+    calibration_data: str = setting(
+        help="data folder: its train split calibrates int8 (and fine-tunes qat), its val "
+        "split verifies the export"
+    )
+    out: str = setting(help=".tflite file or SavedModel folder")
+    output: str = setting("logits", "what the artifact returns", choices=("logits", "mask"))
+    io_type: str = setting("float32", "input type", choices=("float32", "uint8", "int8"))
+    calibration_steps: int = setting(100, "calibration images")
+    min_agreement: float | None = setting(
+        None, "fail (and keep no artifact) below this argmax agreement with Keras, e.g. 0.99"
+    )
+    verify_images: int = setting(50, "verification images")
+    qat_epochs: int = setting(2, "QAT fine-tuning epochs")
+    qat_steps: int | None = setting(None, "batches per QAT epoch")
+    qat_lr: float = setting(1e-5, "QAT learning rate")
+    qat_batch_size: int = setting(8, "QAT batch size")
+    ignore_label: int = setting(255, "mask value that is not scored")
+    val_fraction: float = setting(0.1, "as in train")
+    seed: int = setting(0, "as in train")
+    overwrite: bool = setting(False, "replace an existing artifact")
+
+
+def demo_command(args):
+    """The main job: data, model.fit, evaluation, verified exports, latency, REPORT.md."""
+    from tfdeeplab.demo import run_demo
+
+    training = demo_training(**values(TrainConfig, args, DEMO_TRAINING_OPTIONS))
+    config = DemoConfig(**values(DemoConfig, args, exclude=("training",)), training=training)
+    run_demo(config, args.command_line)
+    return 0
+
+
+def train_command(args):
+    from tfdeeplab.training import train
+
+    config = TrainConfig(**values(TrainConfig, args))
+    summary = train(config)
+    print(json.dumps(summary, indent=2))
+    print(f"Run folder: {Path(config.out).resolve()}")
+    return 0
+
+
+def _load_model(path):
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--model {path}: no such file")
+    return keras.saving.load_model(path)
+
+
+def _eval_dataset(args, num_classes=None):
+    from tfdeeplab.data import make_dataset, scan_split
+
+    folder = scan_split(
+        args.data,
+        args.split,
+        args.val_fraction,
+        args.seed,
+        num_classes=num_classes,
+        ignore_label=args.ignore_label,
+        skip_bad=args.skip_bad,
+    )
+    size = (args.image_size, args.image_size)
+    dataset = make_dataset(
+        folder, size, args.batch_size, augment=False, shuffle=False, eval_view=args.eval_view
+    )
+    return folder, dataset
+
+
+def evaluate_command(args):
+    import keras
+
+    from tfdeeplab.atomic import atomic_write_bytes
+    from tfdeeplab.inference import evaluate
+    from tfdeeplab.metrics import format_report
+    from tfdeeplab.plots import evaluation_chart
+
+    model = _load_model(args.model)
+    num_classes = model.output_shape[-1]
+    folder, dataset = _eval_dataset(args, num_classes)
+    progress = keras.utils.Progbar(len(folder), unit_name="image")
+    report = evaluate(
+        model,
+        dataset,
+        num_classes,
+        folder.class_names,
+        folder.ignore_label,
+        args.scales,
+        args.flip,
+        args.boundary_tolerance,
+        progress,
+    )
+    print()
+    report["model"] = str(args.model)
+    report["data"] = str(args.data)
+    print(format_report(report))
+    path = Path(args.json or Path(args.model).with_suffix(".evaluation.json"))
+    atomic_write_bytes(path, json.dumps(report, indent=2).encode())
+    chart = evaluation_chart(path.with_suffix(".png"), report)
+    print(f"Wrote {path} and {chart}")
+    return 0
+
+
+def _read_rgb(path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            return np.asarray(picture.convert("RGB"), dtype=np.float32)
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"{path}: unreadable image ({error})") from None
+
+
+def _class_colours(args, num_classes):
+    from tfdeeplab.visualize import palette
+
+    if getattr(args, "data", None):
+        from tfdeeplab.data.folder import read_classes
+
+        _, colours = read_classes(Path(args.data))
+        if colours is not None and len(colours) == num_classes:
+            return colours
+    return palette(num_classes)
+
+
+def predict_command(args):
+    import keras
+
+    from tfdeeplab.atomic import atomic_write_bytes
+    from tfdeeplab.data.folder import IMAGE_SUFFIXES
+    from tfdeeplab.inference import predict_probabilities
+    from tfdeeplab.visualize import png_bytes
+
+    model = _load_model(args.model)
+    source = Path(args.input)
+    if source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif source.is_file():
+        paths = [source]
+    else:
+        raise FileNotFoundError(f"--input {source}: no such file or folder")
+    if not paths:
+        raise ValueError(f"--input {source}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    colours = _class_colours(args, model.output_shape[-1])
+    out = Path(args.out)
+    progress = keras.utils.Progbar(len(paths), unit_name="image")
+    for path in paths:
+        image = _read_rgb(path)
+        mask = predict_probabilities(model, image[None], args.scales, args.flip)[0].argmax(-1)
+        overlay = (0.5 * image + 0.5 * colours[mask]).astype(np.uint8)
+        atomic_write_bytes(out / f"{path.stem}_mask.png", png_bytes(mask, colours))
+        atomic_write_bytes(out / f"{path.stem}_overlay.png", png_bytes(overlay))
+        progress.add(1)
+    print(f"Wrote {2 * len(paths)} PNGs (palette masks and overlays) to {out}")
+    return 0
+
+
+def show_command(args):
+    from tfdeeplab.inference import prediction_rows
+    from tfdeeplab.plots import prediction_grid
+
+    model = _load_model(args.model)
+    num_classes = model.output_shape[-1]
+    folder, dataset = _eval_dataset(args, num_classes)
+    rows = prediction_rows(model, dataset, folder, args.count, args.scales, args.flip)
+    titles = ("image", "ground truth", "prediction")
+    path = prediction_grid(args.out, rows, titles, folder.class_names, folder.colours)
+    print(f"Wrote {path} ({len(rows)} rows: image / ground truth / prediction)")
+    return 0
+
+
+def _export_artifact(args, model, data, write):
+    """Writes the artifact to a temporary path, verifies it on `data`'s val split, then renames
+    it to `args.out`.
+
+    The verification report is written beside the artifact either way; an artifact below
+    `--min-agreement` is removed (the report says why).
+    """
+    from converters import verify
+    from tfdeeplab.atomic import atomic_directory, atomic_output
+
+    out = Path(args.out)
+    folder = args.format == "saved_model"
+    with atomic_directory(out) if folder else atomic_output(out, suffix=".tflite") as temporary:
+        write(temporary)
+        report = verify(
+            temporary,
+            model,
+            data.split("val", shuffle=False),
+            args.ignore_label,
+            max_images=args.verify_images,
+        )
+        report.artifact = str(out)
+        report_path = report.write_json(out.with_name(out.name + ".verification.json"))
+        print(report.to_markdown())
+        print(f"Wrote {report_path}")
+        report.require(args.min_agreement)
+    return report
+
+
+def export_command(args):
+    from converters import ExportData, Quantization
+    from tfdeeplab.atomic import refuse_overwrite
+
+    quantization = Quantization.parse(args.quantization, "--quantization")
+    if args.format == "saved_model" and quantization is not Quantization.NONE:
+        raise ValueError(
+            f"--quantization {quantization.value} applies to --format tflite; a SavedModel "
+            "keeps the float model"
+        )
+    refuse_overwrite(args.out, args.overwrite, "--overwrite")
+    model = _load_model(args.model)
+    size = (args.input_size, args.input_size)
+    data = ExportData(args.calibration_data, size, args.seed, args.val_fraction, args.ignore_label)
+    write = _artifact_writer(args, model, quantization, data)
+    start = time.perf_counter()
+    _export_artifact(args, model, data, write)
+    print(f"Exported {args.out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _artifact_writer(args, model, quantization, data):
+    """A function writing the artifact `args` ask for to a path."""
+    from converters import QATOptions, Quantization, export_saved_model, export_tflite
+
+    if args.format == "saved_model":
+        return lambda path: export_saved_model(model, path, overwrite=True)
+    qat = quantization is Quantization.QAT
+    representative = data.split("train", augment=qat, batch_size=args.qat_batch_size if qat else 1)
+    options = QATOptions(args.qat_epochs, args.qat_steps, args.qat_lr, args.ignore_label)
+    return lambda path: export_tflite(
+        model,
+        path,
+        quantization,
+        data.input_size,
+        representative,
+        args.calibration_steps,
+        args.output,
+        args.io_type,
+        qat=options,
+        overwrite=True,
+    )

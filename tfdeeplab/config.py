@@ -1,0 +1,153 @@
+"""Settings of training and of the demo, as dataclasses whose fields declare each option once
+(name, type, default, help; see `tfdeeplab.options`). Importing this module loads neither Keras
+nor TensorFlow, so that the command line can build its options before TensorFlow starts.
+"""
+
+import dataclasses
+import enum
+from pathlib import Path
+
+from tfdeeplab.options import setting
+
+
+class OptimizerName(str, enum.Enum):
+    SGD = "sgd"
+    ADAMW = "adamw"
+
+
+class Distribution(str, enum.Enum):
+    NONE = "none"
+    MIRRORED = "mirrored"
+    MULTIWORKER = "multiworker"
+    TPU = "tpu"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one training run (the `tfdeeplab train` options)."""
+
+    data: str = setting(help="folder with images/ and masks/")
+    out: str = setting(help="run folder (resumes if interrupted)")
+    backbone: str = setting("mobilenetv2", "feature extractor (see tfdeeplab.BACKBONES)")
+    output_stride: int = setting(16, "stride of the ASPP features", choices=(8, 16, 32))
+    alpha: float = setting(1.0, "MobileNetV2 width multiplier")
+    backbone_weights: str | None = setting(None, "imagenet or a weights file")
+    aspp_filters: int = setting(256, "channels of every ASPP branch")
+    batchnorm_momentum: float = setting(
+        0.9,
+        "BatchNorm momentum of every layer (0.9 = PyTorch's 0.1); keras.applications' 0.999 "
+        "lags far behind when training from scratch",
+    )
+    pointrend: bool = setting(False, "add a PointRend head")
+    pointrend_points: int | None = setting(None, "points per subdivision step")
+    num_classes: int | None = setting(None, "default: from the data folder")
+    ignore_label: int = setting(255, "mask value without a loss")
+    image_size: int = setting(513, "training crop size")
+    batch_size: int = setting(8, "images per step")
+    epochs: int = setting(30, "epochs")
+    steps_per_epoch: int | None = setting(None, "default: one pass over the training images")
+    lr: float | None = setting(None, "peak learning rate; default 0.01 (sgd), 1e-3 (adamw)")
+    optimizer: str = setting("sgd", "optimizer", choices=("sgd", "adamw"))
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(1e-4, "on kernels only: coupled L2 with sgd, decoupled adamw")
+    warmup_epochs: float = setting(0.0, "linear learning-rate warm-up")
+    freeze_backbone_epochs: int = setting(0, "epochs with a frozen backbone first")
+    class_weights: bool = setting(False, "median-frequency class weights")
+    focal_gamma: float = setting(0.0, "focal loss gamma (0: cross-entropy)")
+    dice_weight: float = setting(0.0, "weight of an added Dice loss")
+    mixed_precision: bool = setting(False, "mixed_float16 compute, float32 logits")
+    distribute: str = setting(
+        "none", "tf.distribute strategy", choices=("none", "mirrored", "multiworker", "tpu")
+    )
+    sync_batchnorm: bool = setting(True, "synchronized batch statistics when distributing")
+    val_fraction: float = setting(0.1, "validation share without a val/ folder")
+    seed: int = setting(0, "split, shuffle and initialisation seed")
+    cache: bool = setting(False, "cache decoded files in memory")
+    skip_bad: bool = setting(False, "warn about bad pairs and skip them")
+    time_budget_minutes: float | None = setting(None, "stop after the epoch that passes it")
+    overwrite: bool = setting(False, "replace a finished run")
+    # Keras' fit verbosity (Python API only; the command line's --verbose is TensorFlow's log).
+    verbose: int | str = "auto"
+
+    def __post_init__(self):
+        from tfdeeplab.backbones import BACKBONES
+
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"backbone={self.backbone!r} is not supported; choose one of {sorted(BACKBONES)}"
+            )
+        self.optimizer = OptimizerName(self.optimizer).value
+        self.distribute = Distribution(self.distribute).value
+        if self.lr is None:
+            self.lr = 0.01 if self.optimizer == OptimizerName.SGD.value else 1e-3
+        for name in ("image_size", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
+
+
+# What the demo changes of `TrainConfig`'s defaults: DeepLabV3 + PointRend at 193², 10 minutes.
+DEMO_TRAINING = {
+    "pointrend": True,
+    "image_size": 193,
+    "epochs": 6,
+    "optimizer": "adamw",
+    "time_budget_minutes": 10.0,
+}
+# The training settings `tfdeeplab demo` takes on its command line (the others keep their
+# defaults; `tfdeeplab train` takes them all).
+DEMO_TRAINING_OPTIONS = (
+    "backbone",
+    "alpha",
+    "output_stride",
+    "pointrend",
+    "image_size",
+    "batch_size",
+    "epochs",
+    "steps_per_epoch",
+    "lr",
+    "optimizer",
+    "time_budget_minutes",
+    "val_fraction",
+    "seed",
+)
+
+
+def demo_training(**settings):
+    """A `TrainConfig` with the demo's defaults; `DemoConfig` fills in its data and out."""
+    return TrainConfig(data="", out="", **{**DEMO_TRAINING, **settings})
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Settings of `tfdeeplab demo` (its command-line options): the demo's own, and the
+    training run's as a `TrainConfig` (`training`, see `demo_training`), whose data and out
+    the demo sets: `data` (or the generated scenes in out/data) and out/train. The scenes are
+    generated at the training crop size."""
+
+    out: str = setting("runs/demo", "output folder (resumes if interrupted)")
+    data: str | None = setting(None, "your folder dataset; default: generated synthetic scenes")
+    num_images: int = setting(300, "generated scenes")
+    num_classes: int = setting(6, "classes of generated scenes")
+    calibration_steps: int = setting(50, "int8 calibration images")
+    verify_images: int | None = setting(None, "images per verification; default: all val")
+    qat: bool = setting(False, "also quantization-aware training")
+    qat_epochs: int = setting(1, "QAT fine-tuning epochs")
+    benchmark_runs: int = setting(20, "timed runs per artifact")
+    threads: int | None = setting(None, "benchmark threads; default: every core")
+    overwrite: bool = setting(False, "replace a finished demo")
+    training: TrainConfig = dataclasses.field(default_factory=demo_training)
+    verbose: int | str = "auto"  # Keras' fit verbosity
+
+    def __post_init__(self):
+        if not 2 <= self.num_classes <= 255:
+            raise ValueError(f"num_classes={self.num_classes} must be an integer from 2 to 255")
+        for name in ("num_images", "benchmark_runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
+        out = Path(self.out)
+        self.training = dataclasses.replace(
+            self.training,
+            data=str(self.data or out / "data"),
+            out=str(out / "train"),
+            verbose=self.verbose,
+        )
