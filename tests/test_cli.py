@@ -55,6 +55,7 @@ def test_train_evaluate_predict_show_chain(tmp_path, capsys):
     assert "holds a finished run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_writes_verified_artifacts_and_keeps_none_below_min_agreement(tmp_path, capsys):
     import json
 

@@ -88,6 +88,7 @@ def test_pointrend_converts_to_litert_fp32_and_int8_with_builtin_ops(trained_tin
     assert agreement >= 0.83, agreement
 
 
+@pytest.mark.slow
 def test_pointrend_saved_model_serves_any_size(tmp_path):
     model = DeepLabV3(3, **TINY)
     model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False)

@@ -73,6 +73,7 @@ class _Kill(keras.callbacks.Callback):
             raise RuntimeError("killed")
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped(scenes, tmp_path):
     config = _config(scenes, tmp_path, epochs=3, steps_per_epoch=2)
     with pytest.raises(RuntimeError, match="killed"):
@@ -99,6 +100,7 @@ class _Snapshots(keras.callbacks.Callback):
         self._take()
 
 
+@pytest.mark.slow
 def test_backbone_is_frozen_for_the_first_epochs(scenes, tmp_path):
     snapshots = _Snapshots()
     config = _config(scenes, tmp_path, epochs=2, steps_per_epoch=2, freeze_backbone_epochs=1)
@@ -108,6 +110,7 @@ def test_backbone_is_frozen_for_the_first_epochs(scenes, tmp_path):
     assert not np.allclose(after_frozen, after_free)
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_with_float32_logits(scenes, tmp_path):
     summary = train(_config(scenes, tmp_path, epochs=1, steps_per_epoch=2, mixed_precision=True))
     model = keras.saving.load_model(summary["final_model"])
