@@ -67,3 +67,19 @@ def trained_tiny_pointrend():
     from tests.helpers import trained_tiny_model
 
     return trained_tiny_model(EXPORT_SIZE, pointrend=True, **TINY_EXPORT)
+
+
+@pytest.fixture(scope="session")
+def built_backbone():
+    """`get_backbone(name, output_stride, **TINY_KWARGS[name])`, built once per session for the
+    tests that only read it (shapes, LiteRT conversion); tests must not change its weights."""
+    import functools
+
+    from tests.helpers import TINY_KWARGS
+    from tfdeeplab import get_backbone
+
+    @functools.cache
+    def build(name, output_stride):
+        return get_backbone(name, output_stride, **TINY_KWARGS[name])
+
+    return build

@@ -39,8 +39,8 @@ def test_every_registered_backbone_is_tested():
 
 @pytest.mark.parametrize("name", backbone_params(BACKBONES))
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
-def test_feature_shapes_follow_the_output_stride(name, output_stride):
-    backbone = get_backbone(name, output_stride, **TINY_KWARGS[name])
+def test_feature_shapes_follow_the_output_stride(name, output_stride, built_backbone):
+    backbone = built_backbone(name, output_stride)
     # Symbolic shapes at the paper's crop size, and a real forward pass at a small odd size.
     symbolic = backbone.compute_output_spec(keras.KerasTensor((1, 513, 513, 3)))
     high = expected_size(name, 513, output_stride)
@@ -75,8 +75,8 @@ def test_weights_file_gives_keras_applications_features(name, tmp_path):
 
 @pytest.mark.parametrize("name", backbone_params(BACKBONES))
 @pytest.mark.parametrize("output_stride", [16, 8])
-def test_litert_runs_dilated_backbones_without_space_to_batch(name, output_stride):
-    backbone = get_backbone(name, output_stride, **TINY_KWARGS[name])
+def test_litert_runs_dilated_backbones_without_space_to_batch(name, output_stride, built_backbone):
+    backbone = built_backbone(name, output_stride)
     ops = assert_litert_matches(backbone, images(1, 64, 64))
     assert "CONV_2D" in ops
 
