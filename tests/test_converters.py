@@ -191,7 +191,8 @@ def test_verify_counts_only_labelled_pixels(model, tmp_path):
 
 
 def test_export_command_threads_the_ignore_label_everywhere(monkeypatch, tmp_path):
-    from tfdeeplab import cli
+    from converters import calibration
+    from tfdeeplab import cli, commands
 
     seen = {}
 
@@ -207,10 +208,10 @@ def test_export_command_threads_the_ignore_label_everywhere(monkeypatch, tmp_pat
         seen["qat"] = qat.ignore_label
         path.write_bytes(b"tflite")
 
-    monkeypatch.setattr(converters, "calibration_dataset", calibration_dataset)
+    monkeypatch.setattr(calibration, "calibration_dataset", calibration_dataset)
     monkeypatch.setattr(converters, "verify", verify_stub)
     monkeypatch.setattr(converters, "export_tflite", export_stub)
-    monkeypatch.setattr(cli, "_load_model", lambda path: None)
+    monkeypatch.setattr(commands, "_load_model", lambda path: None)
     argv = ["export", "--model", "m.keras", "--format", "tflite", "--input-size", str(SIZE)]
     argv += ["--calibration-data", str(tmp_path), "--out"]
     argv += [str(tmp_path / "m.tflite"), "--quantization", "qat", "--ignore-label", "7"]
