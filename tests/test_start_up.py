@@ -13,7 +13,7 @@ ROOT = Path(__file__).parents[1]
 
 
 def run_python(code, *args, **environment):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "KERAS_"))}
     result = subprocess.run(
         [sys.executable, *args] if args else [sys.executable, "-c", code],
         capture_output=True,
@@ -25,11 +25,11 @@ def run_python(code, *args, **environment):
     return result
 
 
-def test_import_sets_no_tensorflow_option_and_registers_the_classes():
+def test_import_sets_no_environment_variable_and_registers_the_classes():
     code = (
         "import os, keras, tfdeeplab\n"
         "from tensorflow.python.util import _pywrap_util_port\n"
-        "print(sorted(k for k in os.environ if k.startswith('TF_')))\n"
+        "print(sorted(k for k in os.environ if k.startswith(('TF_', 'KERAS_'))))\n"
         "print(keras.saving.get_registered_object('tfdeeplab>ASPP') is not None)\n"
         "print(tfdeeplab.DeepLabV3.__name__)\n"
     )

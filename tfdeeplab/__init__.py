@@ -6,12 +6,8 @@ schedule included). It sets no TensorFlow option: see README, "oneDNN".
 """
 
 import importlib
-import os
 import sys
 from pathlib import Path
-
-# Keras 3 must run on TensorFlow: the layers call TensorFlow ops so that they convert to TFLite.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
@@ -22,7 +18,11 @@ __all__ = ["BACKBONES", "DeepLabV3", "__version__", "get_backbone"]
 
 
 def register_serializables():
-    """Imports Keras and every module whose classes `keras.saving.load_model` must find."""
+    """Imports Keras and every module whose classes `keras.saving.load_model` must find.
+
+    Keras 3 must run on TensorFlow (Keras' default backend): the layers call TensorFlow ops so
+    that they convert to TFLite. Another backend chosen by KERAS_BACKEND or ~/.keras/keras.json
+    is an ImportError that says so."""
     import keras
 
     if keras.backend.backend() != "tensorflow":

@@ -58,6 +58,7 @@ def set_tensorflow_environment(command, onednn=None, verbose=False):
     calling `main`): it reads these variables once, when it starts, and keeps its options."""
     if "tensorflow" not in sys.modules:
         os.environ.update(tensorflow_environment(command, onednn, verbose))
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
 def start_tensorflow(command, onednn=None, verbose=False):
