@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import assert_litert_matches, assert_save_load_equal, images
+from tests.helpers import assert_litert_matches, assert_save_load_equal, cell_images, images
 from tfdeeplab import DeepLabV3
 from tfdeeplab.deeplabv3 import auto_aspp_rates, default_aspp_rates
 
@@ -95,20 +95,14 @@ def test_full_model_converts_to_litert_with_parity(output_stride):
         assert "RESIZE_BILINEAR" in ops
 
 
-def test_fit_learns_a_colour_to_class_task():
-    """A learnable toy task: the class of each pixel is which channel is brightest."""
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, size=(16, 32, 32, 3)).astype("float32")
-    x = np.repeat(np.repeat(x[:, ::8, ::8], 8, axis=1), 8, axis=2)  # 8×8 blocks
-    y = np.argmax(x, axis=-1)
-    model = tiny(3, dropout=0.0)
-    model.compile(
-        keras.optimizers.Adam(1e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    history = model.fit(x, y, batch_size=8, epochs=8, verbose=0)
-    losses = history.history["loss"]
-    assert losses[-1] < 0.7 * losses[0], losses
+def test_fit_learns_a_colour_to_class_task(trained_tiny):
+    """A learnable toy task (each cell's class is its brightest channel), fitted once per session
+    by the `trained_tiny` fixture that the export tests share: `fit` lowered the loss."""
+    losses = trained_tiny.history.history["loss"]
+    assert len(losses) == 30 and losses[-1] < 0.5 * losses[0], losses
+    x, y = cell_images(32, 64, seed=0)  # the fixture's training images
+    accuracy = np.mean(trained_tiny.predict(x, verbose=0).argmax(-1) == y)
+    assert accuracy > 0.8, accuracy  # measured 0.86-0.92; 1/3 by chance
 
 
 @pytest.mark.parametrize(
