@@ -130,7 +130,8 @@ def _onednn_text(settings, machine):
     if "onednn" in settings:
         return "on" if settings["onednn"] else "off"
     # Reports written before the harness set it: the environment variable as recorded then.
-    return f"TF_ENABLE_ONEDNN_OPTS={machine.get('tf_onednn_opts', 'unset')}"
+    unset = "off (TF_ENABLE_ONEDNN_OPTS unset: TF's default without AVX-512)"
+    return machine.get("tf_onednn_opts", unset)
 
 
 def write_results(path, report, peers, command, wall_s):
