@@ -231,7 +231,7 @@ class PointRendDeepLab(SegmentationModel):
         graph = self.__dict__.get("_graph_with_refiner_inputs")
         if graph is None:
             refiner_inputs = self.get_layer("pointrend").input
-            graph = keras.Model(self.inputs, [self.outputs[0], *refiner_inputs])
+            graph = keras.Model(self.input, [self.outputs[0], *refiner_inputs])
             object.__setattr__(self, "_graph_with_refiner_inputs", graph)
         return graph
 
