@@ -1,8 +1,8 @@
 """Measurements in a fresh interpreter, so no artifact's threads, caches or memory affect another.
 
-    run_in_subprocess("benchmarks.latency:measure_job", job, "model.tflite")
+    run_in_subprocess("benchmarks.artifacts:measure_job", job, "model.tflite")
 
-runs `python -m benchmarks.worker benchmarks.latency:measure_job '<job JSON>'` (with this
+runs `python -m benchmarks.worker benchmarks.artifacts:measure_job '<job JSON>'` (with this
 project on the path, in this or another environment's interpreter) and returns the JSON the
 target wrote. The target is named as "module:function", so this module imports none of the
 benchmarks it runs and they import only it: the imports run one way.

@@ -9,18 +9,17 @@ import types
 import typing
 
 
-def setting(default=dataclasses.MISSING, help="", *, choices=None, parse=None, required=False):
+def setting(default=dataclasses.MISSING, help="", *, choices=None, parse=None):
     """A dataclass field with its command-line help.
 
     Args:
-        default: the default (MISSING: the field is required in Python too).
+        default: the default (MISSING: the field is required, in Python and on the command
+            line).
         help: one line for `--help`.
         choices: the allowed values on the command line.
         parse: a function from the command-line string to the value (default: the field type).
-        required: the option is required on the command line even though Python has a
-            default (e.g. a placeholder that another setting fills in).
     """
-    metadata = {"help": help, "choices": choices, "parse": parse, "required": required}
+    metadata = {"help": help, "choices": choices, "parse": parse}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -42,7 +41,6 @@ def add_arguments(parser, cls, names=None, defaults=None):
         field = fields[name]
         meta = field.metadata
         default = defaults.get(name, field.default)
-        required = meta["required"] or default is dataclasses.MISSING
         options = {"dest": name, "help": meta["help"]}
         kind = _value_type(field.type)
         if kind is bool:
@@ -51,7 +49,7 @@ def add_arguments(parser, cls, names=None, defaults=None):
             options["type"] = meta["parse"] or kind
             options["choices"] = meta["choices"]
             options["metavar"] = name.upper() if meta["choices"] is None else None
-        if required:
+        if default is dataclasses.MISSING:
             options["required"] = True
         else:
             options["default"] = default
