@@ -87,11 +87,16 @@ def _train(config, data, out):
     return train(dataclasses.replace(config.training, data=str(data), out=str(folder)))
 
 
-def _val_data(config, data, size, batch_size=4):
+def _crop(config):
+    """(H, W) of the training crop, which evaluation, exports and latency also use."""
+    return (config.training.image_size, config.training.image_size)
+
+
+def _val_data(config, data, batch_size=4):
     from tfdeeplab.data import make_dataset, scan_split
 
     folder = scan_split(data, "val", config.training.val_fraction, config.training.seed)
-    dataset = make_dataset(folder, size, batch_size, augment=False, shuffle=False)
+    dataset = make_dataset(folder, _crop(config), batch_size, augment=False, shuffle=False)
     return folder, dataset
 
 
@@ -104,8 +109,7 @@ def _evaluate(config, model, data, out):
     if path.exists():
         report = json.loads(path.read_text())
     else:
-        size = (config.training.image_size, config.training.image_size)
-        folder, dataset = _val_data(config, data, size)
+        folder, dataset = _val_data(config, data)
         progress = keras.utils.Progbar(len(folder), unit_name="image")
         report = evaluate(
             model,
@@ -129,9 +133,7 @@ def _predictions(config, model, data, out, count=6):
     path = out / "predictions.png"
     if path.exists():
         return path
-    folder, dataset = _val_data(
-        config, data, (config.training.image_size, config.training.image_size)
-    )
+    folder, dataset = _val_data(config, data)
     rows = prediction_rows(model, dataset, folder, count)
     titles = ("image", "ground truth", "prediction")
     prediction_grid(path, rows, titles, folder.class_names, folder.colours)
@@ -144,7 +146,7 @@ def _exports(config, model, data, out):
     from converters import ExportData, verify
 
     training = config.training
-    size = (training.image_size, training.image_size)
+    size = _crop(config)
     folder = out / "export"
     split = ExportData(str(data), size, training.seed, training.val_fraction).split
 
@@ -191,7 +193,7 @@ def _benchmark(config, artifacts, out):
     if path.exists():
         return json.loads(path.read_text())
     timing = {"warmup_runs": 1, "min_runs": config.benchmark_runs, "min_secs": 1.0}
-    size = (config.training.image_size, config.training.image_size)
+    size = _crop(config)
     report = latency.benchmark(artifacts, size, 1, config.threads, {**timing, "max_secs": 60.0})
     latency.write_chart(report, out / "latency.png")
     atomic_write_bytes(path, json.dumps(report, indent=2).encode())
