@@ -22,15 +22,32 @@ def pytest_addoption(parser):
     )
 
 
+# Session fixtures that train a model: under pytest-xdist every test that uses one runs on the
+# same worker, so each is trained once per run rather than once per worker.
+TRAINED_FIXTURES = ("trained_tiny", "trained_tiny_pointrend")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Without --run-slow, tests marked slow are deselected (not skipped: they are a separate
     set that CI runs on its own, not tests that could not run here)."""
+    for item in items:
+        shared = [name for name in TRAINED_FIXTURES if name in item.fixturenames]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
     if config.getoption("--run-slow"):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's default): one worker per core, at most 4. The tests are mostly
+    single-threaded Python (Keras tracing, conversion); each worker holds its own TensorFlow
+    (about 2 GB), so more workers on a large machine would buy memory pressure, not speed."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def pytest_report_header(config):

@@ -68,11 +68,19 @@ def trained_tiny_model(size=64, epochs=30, offset=None, **kwargs):
     from tfdeeplab import DeepLabV3
     from tfdeeplab.losses import SegmentationLoss
 
+    # Seeded here, not by the test that happens to request the session fixture first.
+    keras.utils.set_random_seed(0)
     # Momentum 0.5: the moving variances start at 1 while some true ones are ~0.04, and 40
     # steps at 0.9 leave 0.9**40 = 1.5% of the start, which still doubles those; 0.5**40 is nil.
     model = DeepLabV3(3, dropout=0.0, batchnorm_momentum=0.5, **kwargs)
-    model.compile(keras.optimizers.Adam(1e-2), SegmentationLoss(3))
-    model.fit(*cell_images(32, size, seed=0, offset=offset), batch_size=8, epochs=epochs, verbose=0)
+    # Cosine decay to 0: at a constant 1e-2 the loss spiked late in some runs (0.29 -> 0.71 in
+    # the last epochs, 0.73 pixel accuracy; CI once ended at 0.57x the first epoch's loss);
+    # decayed, three seeds ended at 0.17-0.19x with 0.90 accuracy (measured on AVX2).
+    batch_size, images = 8, cell_images(32, size, seed=0, offset=offset)
+    steps = epochs * -(-len(images[0]) // batch_size)
+    rate = keras.optimizers.schedules.CosineDecay(1e-2, steps)
+    model.compile(keras.optimizers.Adam(rate), SegmentationLoss(3))
+    model.fit(*images, batch_size=batch_size, epochs=epochs, verbose=0)
     return model
 
 

@@ -71,7 +71,13 @@ def test_bridge_names_a_layer_it_cannot_translate():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pointrend", [False, True])
+@pytest.mark.parametrize(
+    "pointrend",  # grouped with the other users of the fixture it takes (see conftest)
+    [
+        pytest.param(False, marks=pytest.mark.xdist_group("trained_tiny")),
+        pytest.param(True, marks=pytest.mark.xdist_group("trained_tiny_pointrend")),
+    ],
+)
 def test_qat_fine_tunes_and_exports_full_integer(pointrend, tmp_path, request):
     model = request.getfixturevalue("trained_tiny_pointrend" if pointrend else "trained_tiny")
     train = tf.data.Dataset.from_tensor_slices(cell_images(16, SIZE, seed=0)).batch(4)
