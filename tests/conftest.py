@@ -22,19 +22,32 @@ def pytest_addoption(parser):
     )
 
 
-# Session fixtures that train a model: under pytest-xdist every test that uses one runs on the
-# same worker, so each is trained once per run rather than once per worker.
-TRAINED_FIXTURES = ("trained_tiny", "trained_tiny_pointrend")
+# Fixtures that train or export something once per session or module. Under pytest-xdist
+# (`--dist loadgroup`) the tests that use one run on one worker, so it is built once per run
+# rather than once per worker.
+SESSION_SHARED = ("trained_tiny", "trained_tiny_pointrend")
+MODULE_SHARED = ("artifacts", "demo", "exported", "mobilenetv2_129", "scenes")
+
+
+def _xdist_group(item):
+    for name in SESSION_SHARED:
+        if name in item.fixturenames:
+            return name
+    for name in MODULE_SHARED:
+        if name in item.fixturenames:
+            return f"{item.path.stem}:{name}"
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Without --run-slow, tests marked slow are deselected (not skipped: they are a separate
-    set that CI runs on its own, not tests that could not run here)."""
+    """Groups the users of a shared fixture for xdist. Without --run-slow, tests marked slow
+    are deselected (not skipped: they are a separate set that CI runs on its own, not tests
+    that could not run here)."""
     for item in items:
-        shared = [name for name in TRAINED_FIXTURES if name in item.fixturenames]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
+        group = _xdist_group(item)
+        if group and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
     if config.getoption("--run-slow"):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
@@ -59,7 +72,9 @@ def pytest_report_header(config):
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Each test starts from the same seed and without layers named by earlier tests."""
-    keras.backend.clear_session()
+    # free_memory=False: its gc.collect() took 0.3-0.7 s per test (the heap grows with every
+    # model a session builds), over a minute of the default run; Python's own gc still runs.
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
 
