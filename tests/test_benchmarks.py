@@ -23,7 +23,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     folder = tmp_path_factory.mktemp("artifacts")
-    model = DeepLabV3(3, backbone="mobilenetv2", output_stride=16, alpha=0.35)
+    model = DeepLabV3(3, backbone="mobilenetv2", output_stride=16, alpha=0.35, aspp_filters=16)
     model.save(folder / "model.keras")
     export_saved_model(model, folder / "saved_model")
     export_tflite(model, folder / "fp32.tflite", input_size=(SIZE, SIZE))
