@@ -61,7 +61,7 @@ def cell_images(count, size=64, cell=16, seed=SEED, offset=None):
     return x + rng.normal(0, 10, x.shape).astype("float32"), np.argmax(x, axis=-1)
 
 
-def trained_tiny_model(size=64, epochs=30, offset=None, **kwargs):
+def trained_tiny_model(size=64, epochs=45, offset=None, **kwargs):
     """A DeepLabV3 briefly trained on `cell_images(32, size, seed=0)`, which it fits (it does
     not generalise from 32 images). Export tests need one: an untrained model has near-tied
     logits everywhere, whose argmax any rounding flips."""
@@ -75,7 +75,9 @@ def trained_tiny_model(size=64, epochs=30, offset=None, **kwargs):
     model = DeepLabV3(3, dropout=0.0, batchnorm_momentum=0.5, **kwargs)
     # Cosine decay to 0: at a constant 1e-2 the loss spiked late in some runs (0.29 -> 0.71 in
     # the last epochs, 0.73 pixel accuracy; CI once ended at 0.57x the first epoch's loss);
-    # decayed, three seeds ended at 0.17-0.19x with 0.90 accuracy (measured on AVX2).
+    # decayed, three seeds ended at 0.17-0.19x with 0.90 accuracy (measured on AVX2, 30
+    # epochs). 45 epochs: its dynamic-range int8 export agreed on 99.44% of the converter
+    # tests' pixels instead of 99.27% (the test asks 99%; it once measured 98.999% at 30).
     batch_size, images = 8, cell_images(32, size, seed=0, offset=offset)
     steps = epochs * -(-len(images[0]) // batch_size)
     rate = keras.optimizers.schedules.CosineDecay(1e-2, steps)
