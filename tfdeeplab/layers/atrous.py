@@ -7,12 +7,14 @@ tensorflow/tensorflow#53025). Inside `native_dilation()`, which the converters u
 these layers emit the Conv2D / DepthwiseConv2dNative ops with their `dilations` attribute
 instead, which convert to a single CONV_2D / DEPTHWISE_CONV_2D with dilation factors.
 
-Outside it, TensorFlow's own (Eigen) CPU kernels set the limits: they do not implement dilated
-DepthwiseConv2dNative at all, nor the gradients of dilated Conv2D ("Current CPU implementations
-do not yet support dilation rates larger than 1"); only the oneDNN kernels, which TF enables by
-default on CPUs with AVX-512 VNNI / AMX, do. So depthwise layers compute as Keras does
-(space-to-batch), and `AtrousConv2D` runs one dilated Conv2D at inference (faster) and Keras'
-formulation in training. Training and SavedModel serving run on any CPU.
+Outside it, TensorFlow's kernels set the limits, and they differ by build and CPU (see
+`tfdeeplab.layers.dilation_support`): the Eigen CPU kernels run dilated Conv2D forward but not
+its gradients, and no dilated DepthwiseConv2dNative; the oneDNN ones run both and Conv2D's
+gradients, but return wrong DepthwiseConv2dNative gradients. So in training each layer uses the
+native op where `native_dilation_supported` found its values and gradients right in this
+process, and Keras' space-to-batch formulation elsewhere. At inference `AtrousConv2D` runs one
+dilated Conv2D (every kernel computes it forward) and the depthwise layers space-to-batch, so
+a SavedModel traced on any machine serves on any other.
 
 They subclass the Keras layers, so arguments, `get_config` and weight shapes are identical and
 keras.applications weights load into them unchanged.
@@ -23,6 +25,8 @@ import threading
 
 import keras
 import tensorflow as tf
+
+from tfdeeplab.layers.dilation_support import native_dilation_supported
 
 _TRACING = threading.local()
 
@@ -46,9 +50,11 @@ def _native():
     return getattr(_TRACING, "native", False)
 
 
-def _depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
+def _depthwise_conv(inputs, kernel, strides, padding, dilation_rate, training=False):
     padding = padding.upper()
-    if max(dilation_rate) > 1 and _native():
+    if max(dilation_rate) > 1 and (
+        _native() or (training and native_dilation_supported("depthwise", inputs.dtype))
+    ):
         return tf.raw_ops.DepthwiseConv2dNative(
             input=inputs,
             filter=kernel,
@@ -69,9 +75,10 @@ def _add_bias_and_activate(layer, outputs):
     return outputs
 
 
-def _dilated_depthwise(layer, inputs, kernel):
+def _dilated_depthwise(layer, inputs, kernel, training):
+    kernel = tf.cast(kernel, inputs.dtype)
     return _depthwise_conv(
-        inputs, tf.cast(kernel, inputs.dtype), layer.strides, layer.padding, layer.dilation_rate
+        inputs, kernel, layer.strides, layer.padding, layer.dilation_rate, bool(training)
     )
 
 
@@ -96,32 +103,35 @@ class AtrousConv2D(_ChannelsLast, keras.layers.Conv2D):
     """
 
     def call(self, inputs, training=None):
-        if max(self.dilation_rate) == 1 or (training and not _native()):
+        kernel = tf.cast(self.kernel, inputs.dtype)
+        if max(self.dilation_rate) == 1:
+            outputs = self.convolution_op(inputs, self.kernel)
+        elif _native() or (training and native_dilation_supported("conv2d", inputs.dtype)):
+            outputs = self._native_conv(inputs, kernel)  # export, or gradients checked right
+        elif training:
             outputs = self.convolution_op(inputs, self.kernel)  # Keras' own (space-to-batch)
         else:
-            outputs = self._dilated_conv(inputs, tf.cast(self.kernel, inputs.dtype))
+            outputs = self._dilated_conv(inputs, kernel)
         return _add_bias_and_activate(self, outputs)
 
+    def _native_conv(self, x, kernel):
+        return tf.nn.conv2d(
+            x,
+            kernel,
+            strides=_nhwc(self.strides),
+            padding=self.padding.upper(),
+            dilations=_nhwc(self.dilation_rate),
+        )
+
     def _dilated_conv(self, inputs, kernel):
-        """One Conv2D op with `dilations`; its gradient through Keras' formulation.
+        """Inference: one Conv2D op with `dilations`; its gradient through Keras' formulation.
 
         TF's Eigen CPU kernel runs dilated Conv2D forward (not backward); at inference this is
         1.2× faster than space-to-batch for ResNet-50 OS8 at 513×513 on 2 cores (2.35 s vs
         2.85 s, measured). Gradients, rarely asked for outside training, are taken from the
         space-to-batch convolution, which every kernel differentiates.
         """
-
-        def native(x, k):
-            return tf.nn.conv2d(
-                x,
-                k,
-                strides=_nhwc(self.strides),
-                padding=self.padding.upper(),
-                dilations=_nhwc(self.dilation_rate),
-            )
-
-        if _native():
-            return native(inputs, kernel)
+        native = self._native_conv
 
         @tf.custom_gradient
         def op(x, k):
@@ -140,15 +150,16 @@ class AtrousConv2D(_ChannelsLast, keras.layers.Conv2D):
 class AtrousDepthwiseConv2D(_ChannelsLast, keras.layers.DepthwiseConv2D):
     """`keras.layers.DepthwiseConv2D` whose dilation exports as one dilated DEPTHWISE_CONV_2D."""
 
-    def call(self, inputs):
-        return _add_bias_and_activate(self, _dilated_depthwise(self, inputs, self.kernel))
+    def call(self, inputs, training=None):
+        outputs = _dilated_depthwise(self, inputs, self.kernel, training)
+        return _add_bias_and_activate(self, outputs)
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
 class AtrousSeparableConv2D(_ChannelsLast, keras.layers.SeparableConv2D):
     """`keras.layers.SeparableConv2D` exporting as dilated DEPTHWISE_CONV_2D + 1×1 CONV_2D."""
 
-    def call(self, inputs):
-        outputs = _dilated_depthwise(self, inputs, self.depthwise_kernel)
+    def call(self, inputs, training=None):
+        outputs = _dilated_depthwise(self, inputs, self.depthwise_kernel, training)
         outputs = tf.nn.conv2d(outputs, tf.cast(self.pointwise_kernel, outputs.dtype), 1, "VALID")
         return _add_bias_and_activate(self, outputs)
