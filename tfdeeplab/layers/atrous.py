@@ -26,7 +26,7 @@ import threading
 import keras
 import tensorflow as tf
 
-from tfdeeplab.layers.dilation_support import native_dilation_supported
+from tfdeeplab.layers.dilation_support import native_conv, native_dilation_supported
 
 _TRACING = threading.local()
 
@@ -55,13 +55,7 @@ def _depthwise_conv(inputs, kernel, strides, padding, dilation_rate, training=Fa
     if max(dilation_rate) > 1 and (
         _native() or (training and native_dilation_supported("depthwise", inputs.dtype))
     ):
-        return tf.raw_ops.DepthwiseConv2dNative(
-            input=inputs,
-            filter=kernel,
-            strides=_nhwc(strides),
-            padding=padding,
-            dilations=_nhwc(dilation_rate),
-        )
+        return native_conv("depthwise", inputs, kernel, dilation_rate, strides, padding)
     return tf.nn.depthwise_conv2d(
         inputs, kernel, _nhwc(strides), padding, dilations=tuple(dilation_rate)
     )
@@ -103,25 +97,20 @@ class AtrousConv2D(_ChannelsLast, keras.layers.Conv2D):
     """
 
     def call(self, inputs, training=None):
-        kernel = tf.cast(self.kernel, inputs.dtype)
         if max(self.dilation_rate) == 1:
             outputs = self.convolution_op(inputs, self.kernel)
         elif _native() or (training and native_dilation_supported("conv2d", inputs.dtype)):
-            outputs = self._native_conv(inputs, kernel)  # export, or gradients checked right
+            # Export, or a platform whose native gradients the check found right.
+            outputs = self._native_conv(inputs, tf.cast(self.kernel, inputs.dtype))
         elif training:
             outputs = self.convolution_op(inputs, self.kernel)  # Keras' own (space-to-batch)
         else:
-            outputs = self._dilated_conv(inputs, kernel)
+            outputs = self._dilated_conv(inputs, tf.cast(self.kernel, inputs.dtype))
         return _add_bias_and_activate(self, outputs)
 
     def _native_conv(self, x, kernel):
-        return tf.nn.conv2d(
-            x,
-            kernel,
-            strides=_nhwc(self.strides),
-            padding=self.padding.upper(),
-            dilations=_nhwc(self.dilation_rate),
-        )
+        padding = self.padding.upper()
+        return native_conv("conv2d", x, kernel, self.dilation_rate, self.strides, padding)
 
     def _dilated_conv(self, inputs, kernel):
         """Inference: one Conv2D op with `dilations`; its gradient through Keras' formulation.
@@ -131,7 +120,6 @@ class AtrousConv2D(_ChannelsLast, keras.layers.Conv2D):
         2.85 s, measured). Gradients, rarely asked for outside training, are taken from the
         space-to-batch convolution, which every kernel differentiates.
         """
-        native = self._native_conv
 
         @tf.custom_gradient
         def op(x, k):
@@ -141,7 +129,7 @@ class AtrousConv2D(_ChannelsLast, keras.layers.Conv2D):
                     reference = self.convolution_op(x, k)
                 return tape.gradient(reference, [x, k], output_gradients=dy)
 
-            return native(x, k), grad
+            return self._native_conv(x, k), grad
 
         return op(inputs, kernel)
 
