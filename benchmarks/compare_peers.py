@@ -18,14 +18,18 @@ model does at this size.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.stats import Timing, add_timing_arguments, machine, time_runs
-from benchmarks.worker import add_onednn_argument, run_in_subprocess, set_tf_threads
+from benchmarks.worker import (
+    add_onednn_argument,
+    module_available,
+    run_in_subprocess,
+    set_tf_threads,
+)
 
 NUM_CLASSES = 21
 
@@ -120,11 +124,6 @@ def peer_job(job):
     return measure(job["batch"], job["input_size"], job["threads"], job["timing"])
 
 
-def _available(module, python):
-    check = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
-    return subprocess.run([python, "-c", check], capture_output=True).returncode == 0
-
-
 def compare(
     size, batch=1, threads=None, timing=None, torch_python=None, progress=print, onednn=False
 ):
@@ -134,7 +133,7 @@ def compare(
     rows, skipped = [], {}
     for name, (module, _) in PEERS.items():
         python = torch_python if module == "torchvision" and torch_python else sys.executable
-        if not _available(module, python):
+        if not module_available(module, python):
             skipped[name] = f"{module} is not installed for {python}"
             progress(f"{name}: skipped ({skipped[name]})")
             continue

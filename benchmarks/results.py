@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import compare_peers, latency
+from benchmarks import compare_peers, latency, training
 from benchmarks.stats import Timing, add_timing_arguments
 from benchmarks.worker import add_onednn_argument
 
@@ -134,6 +134,14 @@ def _onednn_text(settings, machine):
     return machine.get("tf_onednn_opts", unset)
 
 
+def _keep_training_section(path, text):
+    """`text` with the training section of the RESULTS.md at `path`, which another run
+    (`benchmarks.training`) wrote."""
+    old = Path(path).read_text() if Path(path).exists() else ""
+    section = training.section_of(old)
+    return training.replace_section(text, section) if section else text
+
+
 def write_results(path, report, peers, command, wall_s):
     machine = report["machine"]
     settings = report["settings"]
@@ -185,7 +193,7 @@ the matmul peak above. "XNNPACK partitions" 1 means XNNPACK runs the whole graph
 """
     from tfdeeplab.atomic import atomic_write_bytes
 
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, _keep_training_section(path, text).encode())
     atomic_write_bytes(
         Path(path).with_suffix(".json"),
         json.dumps(

@@ -124,3 +124,19 @@ def add_timing_arguments(parser, **defaults):
             default=getattr(timing, field.name),
             help=f"{helps[field.name]} (default: %(default)s)",
         )
+
+
+def time_steps(step, warmup_steps=2, steps=8):
+    """Times `steps` calls of a training `step()` after `warmup_steps` untimed ones (the first
+    traces or compiles). Returns {"first_s", "steps": summarize(timed), "total_s"}."""
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    for _ in range(warmup_steps - 1):
+        step()
+    timed = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        timed.append(time.perf_counter() - start)
+    return {"first_s": first, "steps": summarize(timed), "total_s": float(sum(timed))}

@@ -1,92 +1,246 @@
-"""Training throughput: images/s of `model.fit` steps and of the tf.data pipeline alone.
+"""Training speed against torchvision, in one run: images/s of a step and of `model.fit`.
 
-    python -m benchmarks.training --data runs/scenes --backbone mobilenetv2 --image-size 256
+    python -m benchmarks.training --models resnet50:8 resnet50:16 mobilenetv2:16 \\
+        --image-size 321 --batch-size 2 --threads 2 --data ../shared/data/camvid \\
+        --torch-python /opt/torch-venv/bin/python --results benchmarks/RESULTS.md
 
-Both are measured in the same run, so their ratio is meaningful: the pipeline must be several
-times faster than training, or training waits for input. With --mixed-precision both float32
-and mixed precision steps are measured. Writes JSON with --json.
+For every model (backbone:output_stride), untrained, with the same crop, batch, class count,
+optimizer (SGD, momentum 0.9) and threads, each row runs in its own fresh subprocess:
+torchvision's same model (`benchmarks.torch_training`, when `--torch-python` or this
+environment has torchvision), then tfdeeplab's rows (`benchmarks.training_steps`), which add
+one thing each, from a bare `train_on_batch` up to `fit` as `tfdeeplab train` runs it, so their
+differences show where `fit`'s time goes. Images/s are given as ratios to torchvision's step.
+Writes JSON (--json), a PNG chart of ms per image (--chart) and, with --results, the
+"## Training" section of RESULTS.md (`benchmarks.results` keeps it when it rewrites the rest).
 """
 
 import argparse
+import functools
 import json
-import time
+import os
+import shlex
+import sys
+from pathlib import Path
 
+from benchmarks import training_steps as rows
 from benchmarks.stats import machine
-from benchmarks.worker import add_onednn_argument, start_tensorflow
+from benchmarks.torch_training import TORCH_MODELS
+from benchmarks.worker import add_onednn_argument, module_available, run_in_subprocess
+
+SECTION = "## Training"
+PRINT = functools.partial(print, flush=True)
+DEFAULT_ROWS = (rows.STEP, rows.FIT_MEMORY, rows.FIT_PIPELINE, rows.FIT_TRAIN, rows.PIPELINE)
 
 
-def pipeline_images_per_second(dataset, batches, batch_size):
-    iterator = iter(dataset)
-    next(iterator)  # start-up (file listing, first decode) is not throughput
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * batch_size / (time.perf_counter() - start)
+def parse_model(text):
+    """ "resnet50:8" -> ("resnet50", 8)."""
+    backbone, _, stride = text.partition(":")
+    if not stride.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected backbone:output_stride")
+    return backbone, int(stride)
 
 
-def training_images_per_second(model, dataset, steps, batch_size):
-    model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # trace, warm up
-    start = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-    return steps * batch_size / (time.perf_counter() - start)
+def _job(args, backbone, output_stride, row):
+    return {
+        "row": row,
+        "backbone": backbone,
+        "output_stride": output_stride,
+        "alpha": args.alpha if backbone == "mobilenetv2" else 1.0,
+        "image_size": args.image_size,
+        "batch": args.batch_size,
+        "num_classes": args.num_classes,
+        "threads": args.threads,
+        "steps": args.steps,
+        "warmup_steps": args.warmup_steps,
+        "pipeline_batches": args.pipeline_batches,
+        "data": str(args.data),
+    }
+
+
+def _torch_row(args, backbone, output_stride, progress):
+    name = TORCH_MODELS.get((backbone, output_stride))
+    python = args.torch_python or sys.executable
+    if name is None or not module_available("torchvision", python):
+        why = "no torchvision counterpart" if name is None else f"no torchvision in {python}"
+        progress(f"{backbone} OS{output_stride} torchvision: skipped ({why})")
+        return None
+    job = _job(args, backbone, output_stride, name)
+    measured = run_in_subprocess("benchmarks.torch_training:torch_job", job, name, python=python)
+    return {"row": name, "peer": True, **measured}
+
+
+def measure_model(args, backbone, output_stride, progress=PRINT):
+    """Every row of one model, torchvision's first; each with images/s and its ratio."""
+    measured = [_torch_row(args, backbone, output_stride, progress)]
+    for row in args.rows:
+        job = _job(args, backbone, output_stride, row)
+        result = run_in_subprocess(
+            "benchmarks.training_steps:keras_job", job, f"{backbone} {row}", onednn=args.onednn
+        )
+        measured.append({"row": row, "peer": False, **result})
+    measured = [row for row in measured if row]
+    for row in measured:
+        row["images_per_second"] = row["steps"]["count"] * args.batch_size / row["total_s"]
+        # fit's epoch end (callbacks) and its loop between steps; 0 for bare steps
+        stepping = row["steps"]["mean_ms"] * row["steps"]["count"] / 1000
+        row["outside_steps_s"] = row["total_s"] - stepping
+    reference = measured[0] if measured[0]["peer"] else None
+    for row in measured:
+        rate = reference["images_per_second"] if reference else None
+        row["vs_torchvision"] = row["images_per_second"] / rate if rate else None
+        progress(f"{backbone} OS{output_stride} {row['row']}: {_describe(row)}")
+    return {"backbone": backbone, "output_stride": output_stride, "rows": measured}
+
+
+def _describe(row):
+    text = f"{row['steps']['p50_ms'] / 1000:.2f} s/step p50, {row['images_per_second']:.3f} img/s"
+    if row["vs_torchvision"] is not None:
+        text += f", {row['vs_torchvision']:.2f}x torchvision"
+    return text
+
+
+def markdown(report):
+    """The report's Markdown section: settings, then one table row per measured row."""
+    settings, facts = report["settings"], report["machine"]
+    flags = ", ".join(facts["cpu_flags"]) or "none recorded"
+    lines = [
+        SECTION,
+        "",
+        f"Generated by `benchmarks/training.py` in one run ({report['wall_s'] / 60:.0f} min); "
+        "each row in its own subprocess, untrained models.",
+        "",
+        f"- Machine: {facts['cpu']}, {facts['cores']} cores, CPU flags {flags}; TensorFlow "
+        f"{facts['tensorflow']}, Keras {facts['keras']}; oneDNN "
+        f"{'on' if settings['onednn'] else 'off'}.",
+        f"- {settings['image_size']}×{settings['image_size']} crops, batch "
+        f"{settings['batch_size']}, {settings['num_classes']} classes, SGD momentum 0.9, "
+        f"{settings['threads']} threads; {settings['steps']} timed steps after "
+        f"{settings['warmup_steps']} warm-up; data `{settings['data']}`.",
+        f"- Command: `{report['command']}`",
+        "",
+        "| model | row | s/step p50 | images/s | ÷ torchvision | first step s "
+        "| s outside steps | s after fit's loop | forward GMACs/image |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model in report["models"]:
+        name = f"{model['backbone']} OS{model['output_stride']}"
+        for row in model["rows"]:
+            ratio = row["vs_torchvision"]
+            macs = row.get("forward_macs_per_image")
+            first, after = row.get("first_s"), row.get("after_fit_s")
+            lines.append(
+                f"| {name} | {row['row']} | {row['steps']['p50_ms'] / 1000:.2f} | "
+                f"{row['images_per_second']:.3f} | {_number(ratio, 2)} | {_number(first, 1)} | "
+                f"{row['outside_steps_s']:.1f} | {_number(after, 1)} | "
+                f"{_number(macs and macs / 1e9, 1)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _section_bounds(text):
+    start = text.find(SECTION + "\n")
+    if start < 0:
+        return None
+    end = text.find("\n## ", start + len(SECTION))
+    return start, (end + 1 if end >= 0 else len(text))
+
+
+def section_of(text):
+    """The training section of `text` (a RESULTS.md), or None."""
+    bounds = _section_bounds(text)
+    return text[slice(*bounds)].rstrip("\n") + "\n" if bounds else None
+
+
+def _number(value, digits):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def replace_section(text, section):
+    """`text` (a RESULTS.md) with its training section replaced by `section` (or appended)."""
+    bounds = _section_bounds(text)
+    if bounds is None:
+        return (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
+    start, end = bounds
+    rest = text[end:]
+    return text[:start] + section + ("\n" + rest if rest else "")
+
+
+def chart(path, report):
+    """ms per image of every row (mean, with a p50–p95 whisker), one bar per row."""
+    from tfdeeplab.plots import latency_bars
+
+    labels, mean, p50, p95 = [], [], [], []
+    batch = report["settings"]["batch_size"]
+    for model in report["models"]:
+        for row in model["rows"]:
+            labels.append(f"{model['backbone']} OS{model['output_stride']}: {row['row']}")
+            steps = row["steps"]
+            mean.append(1000 / row["images_per_second"])
+            p50.append(steps["p50_ms"] / batch)
+            p95.append(steps["p95_ms"] / batch)
+    title = "Training: ms per image (lower is faster)"
+    return latency_bars(path, labels, mean, p50, p95, title)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--models", nargs="+", type=parse_model, default=[("resnet50", 8)])
+    add("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
+    add("--image-size", type=int, default=321)
+    add("--batch-size", type=int, default=2)
+    add("--num-classes", type=int, default=21)
+    add("--threads", type=int, default=os.cpu_count())
+    add("--steps", type=int, default=8, help="timed steps per row")
+    add("--warmup-steps", type=int, default=2, help="untimed steps first (the first traces)")
+    add("--pipeline-batches", type=int, default=20)
+    add("--rows", nargs="+", choices=(*rows.KERAS_ROWS, rows.PIPELINE), default=DEFAULT_ROWS)
+    add("--data", default=None, help="folder dataset; default: generated synthetic scenes")
+    add("--torch-python", help="python of an environment with torch and torchvision")
+    add_onednn_argument(parser, default=True)
+    add("--json", help="write the report to this JSON file")
+    add("--chart", help="write a PNG chart of ms per image")
+    add("--results", help="replace the training section of this RESULTS.md")
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=None, help="folder dataset; default: synthetic scenes")
-    parser.add_argument("--backbone", default="mobilenetv2")
-    parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--output-stride", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--pipeline-batches", type=int, default=100)
-    parser.add_argument("--mixed-precision", action="store_true", help="also measure mixed")
-    add_onednn_argument(parser, default=True)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
-    onednn = start_tensorflow(args.onednn)
-    import keras
+    import time
 
-    from tfdeeplab import DeepLabV3
-    from tfdeeplab.atomic import atomic_write_bytes
-    from tfdeeplab.data import make_dataset, scan_split, synthetic_scenes
-    from tfdeeplab.losses import SegmentationLoss
-    from tfdeeplab.training import dtype_policy
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    if args.data is None:
+        from tfdeeplab.data import synthetic_scenes
 
-    data = args.data or synthetic_scenes("runs/benchmark_scenes", 200, args.image_size, 6, seed=0)
-    folder = scan_split(data, "train")
-    size = (args.image_size, args.image_size)
-    dataset = make_dataset(folder, size, args.batch_size, augment=True, repeat=True)
-    results = {
+        args.data = synthetic_scenes("runs/benchmark_scenes", 40, args.image_size, 6, seed=0)
+    models = [measure_model(args, *model) for model in args.models]
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "chart", "results")}
+    report = {
         "machine": machine(),
-        "settings": vars(args) | {"data": str(data), "onednn": onednn},
-        "pipeline_images_per_second": pipeline_images_per_second(
-            dataset, args.pipeline_batches, args.batch_size
-        ),
-        "training": {},
+        "settings": {**settings, "data": str(args.data), "models": args.models},
+        "command": "python -m benchmarks.training " + shlex.join(argv or sys.argv[1:]),
+        "models": models,
+        "wall_s": time.perf_counter() - started,
     }
-    print(f"tf.data pipeline alone: {results['pipeline_images_per_second']:.1f} images/s")
-    for mixed in (False, True) if args.mixed_precision else (False,):
-        with dtype_policy(mixed):
-            model = DeepLabV3(
-                folder.num_classes,
-                backbone=args.backbone,
-                output_stride=args.output_stride,
-                alpha=args.alpha,
-            )
-            model.compile(
-                keras.optimizers.SGD(0.01, momentum=0.9), SegmentationLoss(folder.num_classes)
-            )
-            rate = training_images_per_second(model, dataset, args.steps, args.batch_size)
-        results["training"]["mixed" if mixed else "float32"] = rate
-        print(f"model.fit ({'mixed precision' if mixed else 'float32'}): {rate:.2f} images/s")
-    ratio = results["pipeline_images_per_second"] / results["training"]["float32"]
-    results["pipeline_to_training_ratio"] = ratio
-    print(f"pipeline / training = {ratio:.1f}x")
+    section = markdown(report)
+    print(section)
+    _write(args, report, section)
+    return report
+
+
+def _write(args, report, section):
+    from tfdeeplab.atomic import atomic_write_bytes
+
     if args.json:
-        atomic_write_bytes(args.json, json.dumps(results, indent=2).encode())
-    return results
+        atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
+    if args.chart:
+        chart(args.chart, report)
+    if args.results:
+        path = Path(args.results)
+        picture = chart(path.with_name(path.stem + "_training.png"), report)
+        section += f"\n![training chart]({Path(picture).name})\n"
+        old = path.read_text() if path.exists() else ""
+        atomic_write_bytes(path, replace_section(old, section).encode())
 
 
 if __name__ == "__main__":

@@ -65,6 +65,13 @@ def onednn_enabled():
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def module_available(module, python=None):
+    """Whether `python` (default: this interpreter) can import `module`."""
+    check = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    completed = subprocess.run([python or sys.executable, "-c", check], capture_output=True)
+    return completed.returncode == 0
+
+
 def run_in_subprocess(target, job, description, python=None, onednn=False):
     """Calls `target(job)` ("module:function", JSON in and out) in a fresh interpreter.
 

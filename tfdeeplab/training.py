@@ -172,7 +172,9 @@ def make_optimizer(config, schedule, model):
     return optimizer
 
 
-def _prepare_out(config):
+def prepare_out(config):
+    """The run folder of `config` (made; a finished run is cleared only with --overwrite);
+    workers other than the chief get their own subfolder."""
     out = Path(config.out)
     summary = out / "summary.json"
     if summary.exists():
@@ -192,7 +194,7 @@ def _prepare_out(config):
     return out
 
 
-def _datasets(config):
+def datasets(config):
     """(train folder, val folder, repeating augmented train dataset, val dataset)."""
     scan = {"num_classes": config.num_classes, "ignore_label": config.ignore_label}
     scan["skip_bad"] = config.skip_bad
@@ -217,7 +219,7 @@ def _datasets(config):
     return train_folder, val_folder, train_data, val_data
 
 
-def _compiled_model(config, train_folder, steps):
+def compiled_model(config, train_folder, steps):
     """DeepLabV3 with its optimizer (poly schedule), loss and metrics, in the current scope."""
     num_classes = train_folder.num_classes
     model = DeepLabV3(
@@ -265,7 +267,7 @@ def _distribute(model, config, strategy):
         _patch_for_multiworker(model)
 
 
-def _callbacks(config, out):
+def training_callbacks(config, out):
     """tfdeeplab's callbacks: {"throughput", "budget" (or None), "all": the list}."""
     budget = TimeBudget(config.time_budget_minutes) if config.time_budget_minutes else None
     throughput = Throughput(config.batch_size)
@@ -297,23 +299,23 @@ def train(config: TrainConfig, callbacks=()):
     """
     # Multi-worker collectives must be configured before TensorFlow runs any op.
     strategy = make_strategy(config.distribute)
-    out = _prepare_out(config)
+    out = prepare_out(config)
     resumed = (out / "backup").exists()
     atomic_write_bytes(
         out / "config.json", json.dumps(dataclasses.asdict(config), indent=2).encode()
     )
     keras.utils.set_random_seed(config.seed)
-    train_folder, val_folder, train_data, val_data = _datasets(config)
+    train_folder, val_folder, train_data, val_data = datasets(config)
     steps = config.steps_per_epoch or max(1, len(train_folder) // config.batch_size)
     with dtype_policy(config.mixed_precision), strategy.scope():
-        model = _compiled_model(config, train_folder, steps)
+        model = compiled_model(config, train_folder, steps)
     aspp_rates = model.get_layer("aspp").rates
     print(
         f"ASPP rates {aspp_rates} for {config.image_size}² crops at output stride "
         f"{config.output_stride} (a {-(-config.image_size // config.output_stride)}-cell map)"
     )
     _distribute(model, config, strategy)
-    own = _callbacks(config, out)
+    own = training_callbacks(config, out)
     start = time.monotonic()
     history = model.fit(
         train_data,
