@@ -12,6 +12,8 @@ config. tfdeeplab's layers map to:
   convolution with the same dilation: TFMOT's batch-norm folding matches those classes, and at
   the static input size of a quantized export the converter fuses their dilation into one
   CONV_2D / DEPTHWISE_CONV_2D.
+- `FusedBatchNormalization` → `tf_keras` `BatchNormalization` (the same layer; only its
+  training kernel differs).
 - `ASPP` → its sublayers, expanded into the graph, so each convolution + BN + ReLU folds.
 - `ImageNormalization`, `ResizeLike`, `AlignedPadding`, `CropLike`, `PointRendRefiner` → the
   `tf_keras` layers below, which compute the same TF ops (through the functions the Keras 3
@@ -293,6 +295,7 @@ _PLAIN_COUNTERPARTS = {
     "AtrousConv2D": "Conv2D",
     "AtrousDepthwiseConv2D": "DepthwiseConv2D",
     "AtrousSeparableConv2D": "SeparableConv2D",
+    "FusedBatchNormalization": "BatchNormalization",
 }
 _TFDEEPLAB_LAYERS = {
     *_PLAIN_COUNTERPARTS,

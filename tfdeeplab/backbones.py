@@ -20,6 +20,7 @@ from collections.abc import Callable
 import keras
 
 from tfdeeplab.layers.atrous import AtrousConv2D, AtrousDepthwiseConv2D, AtrousSeparableConv2D
+from tfdeeplab.layers.fused_batch_norm import FusedBatchNormalization
 from tfdeeplab.layers.image_normalization import ImageNormalization, NormalizationMode
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -172,6 +173,8 @@ def _rebuilt_layer(layer, stride, rate, same_padding, batchnorm_momentum):
     if cls in _ATROUS_CLASSES and rate > 1 and max(kernel) > 1:
         config["dilation_rate"] = (rate, rate)
         cls = _ATROUS_CLASSES[cls]
+    if cls is keras.layers.BatchNormalization:
+        cls = FusedBatchNormalization  # same layer, fused training kernel
     return cls.from_config(config)
 
 

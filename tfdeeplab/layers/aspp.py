@@ -3,12 +3,13 @@
 import keras
 
 from tfdeeplab.layers.atrous import AtrousConv2D
+from tfdeeplab.layers.fused_batch_norm import FusedBatchNormalization
 
 
 def _conv_bn_relu(conv, name, momentum):
     return [
         conv,
-        keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_bn"),
+        FusedBatchNormalization(momentum=momentum, name=f"{name}_bn"),
         keras.layers.ReLU(name=f"{name}_relu"),
     ]
 
