@@ -110,6 +110,22 @@ def test_backbone_is_frozen_for_the_first_epochs(scenes, tmp_path):
     assert not np.allclose(after_frozen, after_free)
 
 
+@pytest.mark.parametrize("has_bfloat16", [True, False, None])
+def test_mixed_precision_warns_on_cpus_that_emulate_bfloat16(monkeypatch, has_bfloat16):
+    import warnings
+
+    from tfdeeplab import training
+
+    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: has_bfloat16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with training.dtype_policy(True):
+            assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    slow = [w for w in caught if "without bfloat16 instructions" in str(w.message)]
+    assert len(slow) == (1 if has_bfloat16 is False else 0)
+    assert keras.config.dtype_policy().name == "float32"
+
+
 @pytest.mark.slow
 def test_mixed_precision_trains_with_float32_logits(scenes, tmp_path):
     summary = train(_config(scenes, tmp_path, epochs=1, steps_per_epoch=2, mixed_precision=True))
