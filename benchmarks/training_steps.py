@@ -133,7 +133,7 @@ def _time_fit(model, data, job, callbacks=()):
     }
 
 
-def _fit_as_train(tf, job):
+def _fit_as_train(job):
     """`train`'s compiled model and callbacks (a scratch run folder), on its pipeline."""
     from tfdeeplab import training
     from tfdeeplab.callbacks import BestModelCheckpoint
@@ -170,7 +170,7 @@ def keras_job(job):
     if row == PIPELINE:
         return _pipeline_rate(job)
     if row == FIT_TRAIN:
-        return _fit_as_train(tf, job)
+        return _fit_as_train(job)
     if row == SPACE_TO_BATCH:
         _use_space_to_batch()
     with dtype_policy(row == MIXED):
