@@ -126,6 +126,48 @@ def test_mixed_precision_warns_on_cpus_that_emulate_bfloat16(monkeypatch, has_bf
     assert keras.config.dtype_policy().name == "float32"
 
 
+def test_early_stopping_watches_val_miou_and_keeps_the_best_weights(tmp_path):
+    from tfdeeplab.training import training_callbacks
+
+    config = TrainConfig(
+        data="data", out=str(tmp_path), early_stopping=True, patience=3, min_delta=0.01
+    )
+    (stopping,) = [c for c in training_callbacks(config, tmp_path)["all"] if _is_stopping(c)]
+    assert (stopping.monitor, stopping.patience, stopping.min_delta) == ("val_mean_iou", 3, 0.01)
+    assert stopping.mode == "max" and stopping.restore_best_weights
+    assert (
+        training_callbacks(TrainConfig(data="data", out=str(tmp_path)), tmp_path)["early_stopping"]
+        is None
+    )
+    with pytest.raises(ValueError, match="patience=-1"):
+        TrainConfig(data="data", out=str(tmp_path), patience=-1)
+
+
+def _is_stopping(callback):
+    return isinstance(callback, keras.callbacks.EarlyStopping)
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_and_restores_the_best_epoch(scenes, tmp_path):
+    kernels = []
+
+    class Kernels(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            kernels.append(self.model.get_layer("classifier").get_weights()[0].copy())
+
+    # min_delta 1 (a whole mIoU): only the first epoch counts as a gain, so with patience 1
+    # the run stops after its second epoch and ends with the first epoch's weights.
+    stopping = {"early_stopping": True, "patience": 1, "min_delta": 1.0}
+    config = _config(scenes, tmp_path, epochs=4, steps_per_epoch=2, **stopping)
+    summary = train(config, callbacks=[Kernels()])
+    assert summary["epochs_run_this_time"] == 2
+    assert summary["stopped_early_at_epoch"] == 1
+    first, second = kernels
+    assert not np.allclose(first, second)  # training moved the weights...
+    final = keras.saving.load_model(summary["final_model"])
+    np.testing.assert_array_equal(final.get_layer("classifier").get_weights()[0], first)
+
+
 @pytest.mark.slow
 def test_mixed_precision_trains_with_float32_logits(scenes, tmp_path):
     summary = train(_config(scenes, tmp_path, epochs=1, steps_per_epoch=2, mixed_precision=True))

@@ -65,6 +65,11 @@ class TrainConfig:
     cache: bool = setting(False, "cache decoded files in memory")
     skip_bad: bool = setting(False, "warn about bad pairs and skip them")
     time_budget_minutes: float | None = setting(None, "stop after the epoch that passes it")
+    early_stopping: bool = setting(
+        False, "stop once val mIoU stops improving (--patience, --min-delta); keep the best weights"
+    )
+    patience: int = setting(5, "epochs without a val mIoU gain before --early-stopping stops")
+    min_delta: float = setting(0.0, "the smallest val mIoU gain that counts as one")
     overwrite: bool = setting(False, "replace a finished run")
     # Keras' fit verbosity (Python API only; the command line's --verbose is TensorFlow's log).
     verbose: int | str = "auto"
@@ -83,6 +88,8 @@ class TrainConfig:
         for name in ("image_size", "batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
+        if self.patience < 0 or self.min_delta < 0:
+            raise ValueError(f"patience={self.patience} and min_delta={self.min_delta} must be ≥ 0")
 
 
 # What the demo changes of `TrainConfig`'s defaults: DeepLabV3 + PointRend at 193², 10 minutes.

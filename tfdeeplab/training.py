@@ -303,7 +303,18 @@ def training_callbacks(config, out):
         own.append(BackboneFreezer(config.freeze_backbone_epochs))
     if budget:
         own.append(budget)
-    return {"throughput": throughput, "budget": budget, "all": own}
+    stopping = None
+    if config.early_stopping:
+        # Keras' EarlyStopping on the best-model criterion; its count restarts on a resume.
+        stopping = keras.callbacks.EarlyStopping(
+            "val_mean_iou",
+            min_delta=config.min_delta,
+            patience=config.patience,
+            mode="max",
+            restore_best_weights=True,
+        )
+        own.append(stopping)
+    return {"throughput": throughput, "budget": budget, "early_stopping": stopping, "all": own}
 
 
 def train(config: TrainConfig, callbacks=()):
@@ -365,12 +376,18 @@ def train(config: TrainConfig, callbacks=()):
         "stopped_by_time_budget": bool(
             own["budget"] and own["budget"].stopped_at_epoch is not None
         ),
+        "stopped_early_at_epoch": _stopped_early(own["early_stopping"]),
         "best_model": str(out / "best.keras"),
         "final_model": str(out / "final.keras"),
     }
     _write_curve(out)
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
+
+
+def _stopped_early(stopping):
+    """The epoch (from 0) at which EarlyStopping stopped the run, or None."""
+    return stopping.stopped_epoch if stopping is not None and stopping.stopped_epoch else None
 
 
 def _write_curve(out):
