@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import free_ports
-from tfdeeplab.schedules import PolyDecayWithWarmup
+from tfdeeplab.schedules import OneCycle, PolyDecayWithWarmup, make_schedule
 from tfdeeplab.training import RunExistsError, TrainConfig, train
 
 TINY = {
@@ -48,6 +48,32 @@ def test_poly_schedule_with_warmup():
     assert float(schedule(110)) == pytest.approx(0.0)
     restored = PolyDecayWithWarmup.from_config(schedule.get_config())
     assert float(restored(60)) == pytest.approx(float(schedule(60)))
+
+
+def test_one_cycle_rises_to_its_peak_then_anneals_to_its_floor():
+    schedule = OneCycle(0.1, total_steps=101, pct_start=0.3)
+    assert float(schedule(0)) == pytest.approx(0.1 / 25)
+    assert float(schedule(15)) == pytest.approx((0.1 + 0.1 / 25) / 2, rel=1e-4)
+    assert float(schedule(30)) == pytest.approx(0.1)
+    assert float(schedule(65)) == pytest.approx((0.1 + 0.1 / 25e4) / 2, rel=1e-4)
+    assert float(schedule(100)) == pytest.approx(0.1 / 25e4, rel=1e-3)
+    assert float(schedule(500)) == pytest.approx(0.1 / 25e4, rel=1e-3)
+    restored = OneCycle.from_config(schedule.get_config())
+    assert float(restored(42)) == pytest.approx(float(schedule(42)))
+    with pytest.raises(ValueError, match=r"pct_start=1\.5"):
+        OneCycle(0.1, 100, pct_start=1.5)
+
+
+def test_schedule_names_pick_their_schedules():
+    poly = make_schedule("poly", 0.01, 100, warmup_steps=10)
+    assert isinstance(poly, PolyDecayWithWarmup) and poly.warmup_steps == 10
+    cosine = make_schedule("cosine", 0.01, 100, warmup_steps=10)
+    assert float(cosine(10)) == pytest.approx(0.01)
+    assert float(cosine(100)) == pytest.approx(0.0, abs=1e-7)
+    assert float(make_schedule("cosine", 0.01, 100)(0)) == pytest.approx(0.01)
+    assert isinstance(make_schedule("one-cycle", 0.01, 100), OneCycle)
+    with pytest.raises(ValueError, match="'step'"):
+        make_schedule("step", 0.01, 100)
 
 
 def test_training_lowers_the_loss_and_writes_the_run_folder(scenes, tmp_path):
@@ -141,6 +167,11 @@ def test_early_stopping_watches_val_miou_and_keeps_the_best_weights(tmp_path):
     )
     with pytest.raises(ValueError, match="patience=-1"):
         TrainConfig(data="data", out=str(tmp_path), patience=-1)
+
+
+def test_paths_are_kept_as_strings_for_the_run_files(tmp_path):
+    config = TrainConfig(data=tmp_path / "data", out=tmp_path / "run")
+    assert (config.data, config.out) == (str(tmp_path / "data"), str(tmp_path / "run"))
 
 
 def _is_stopping(callback):

@@ -50,7 +50,10 @@ class TrainConfig:
     optimizer: str = setting("sgd", "optimizer", choices=("sgd", "adamw"))
     momentum: float = setting(0.9, "SGD momentum")
     weight_decay: float = setting(1e-4, "on kernels only: coupled L2 with sgd, decoupled adamw")
-    warmup_epochs: float = setting(0.0, "linear learning-rate warm-up")
+    schedule: str = setting(
+        "poly", "learning-rate schedule", choices=("poly", "cosine", "one-cycle")
+    )
+    warmup_epochs: float = setting(0.0, "linear learning-rate warm-up (poly, cosine)")
     freeze_backbone_epochs: int = setting(0, "epochs with a frozen backbone first")
     class_weights: bool = setting(False, "median-frequency class weights")
     focal_gamma: float = setting(0.0, "focal loss gamma (0: cross-entropy)")
@@ -81,6 +84,8 @@ class TrainConfig:
             raise ValueError(
                 f"backbone={self.backbone!r} is not supported; choose one of {sorted(BACKBONES)}"
             )
+        # Paths as strings: config.json and summary.json are JSON.
+        self.data, self.out = str(self.data), str(self.out)
         self.optimizer = OptimizerName(self.optimizer).value
         self.distribute = Distribution(self.distribute).value
         if self.lr is None:

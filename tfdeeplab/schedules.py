@@ -1,5 +1,7 @@
 """Learning-rate schedules."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -50,3 +52,83 @@ class PolyDecayWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
             "end_learning_rate": self.end_learning_rate,
             "power": self.power,
         }
+
+
+@keras.saving.register_keras_serializable(package="tfdeeplab")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """The one-cycle policy (Smith & Topin, arXiv:1708.07120) with cosine phases, as fastai
+    and torch's `OneCycleLR` default to: from max_lr / div_factor up to max_lr over the first
+    `pct_start` of the steps, then down to max_lr / (div_factor · final_div_factor).
+    Only the learning rate cycles; momentum stays as the optimizer sets it.
+
+    Args:
+        max_learning_rate: the peak.
+        total_steps: steps of the whole cycle; later steps keep the final rate.
+        pct_start: share of the steps spent rising.
+        div_factor: max / initial rate.
+        final_div_factor: initial / final rate.
+    """
+
+    def __init__(
+        self, max_learning_rate, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4
+    ):
+        if total_steps < 2 or not 0 < pct_start < 1:
+            raise ValueError(
+                f"total_steps={total_steps} must be ≥ 2 and pct_start={pct_start} in (0, 1)"
+            )
+        self.max_learning_rate = float(max_learning_rate)
+        self.total_steps = int(total_steps)
+        self.pct_start = float(pct_start)
+        self.div_factor = float(div_factor)
+        self.final_div_factor = float(final_div_factor)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        initial = self.max_learning_rate / self.div_factor
+        final = initial / self.final_div_factor
+        rise = max(1.0, self.pct_start * (self.total_steps - 1))
+        fall = max(1.0, self.total_steps - 1 - rise)
+
+        def cosine(start, end, fraction):
+            fraction = ops.clip(fraction, 0.0, 1.0)
+            return end + (start - end) * (1 + ops.cos(math.pi * fraction)) / 2
+
+        rising = cosine(initial, self.max_learning_rate, step / rise)
+        falling = cosine(self.max_learning_rate, final, (step - rise) / fall)
+        return ops.where(step < rise, rising, falling)
+
+    def get_config(self):
+        return {
+            "max_learning_rate": self.max_learning_rate,
+            "total_steps": self.total_steps,
+            "pct_start": self.pct_start,
+            "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor,
+        }
+
+
+SCHEDULES = ("poly", "cosine", "one-cycle")
+
+
+def make_schedule(name, learning_rate, total_steps, warmup_steps=0):
+    """The learning-rate schedule `name` ("poly", "cosine" or "one-cycle") over `total_steps`.
+
+    poly: DeepLab's, after a linear warm-up of `warmup_steps`. cosine: Keras' `CosineDecay` to
+    0, after the same warm-up. one-cycle: `OneCycle` (its own warm-up phase; `warmup_steps`
+    is not used).
+    """
+    total_steps = max(int(total_steps), int(warmup_steps) + 1, 2)
+    if name == "poly":
+        return PolyDecayWithWarmup(learning_rate, total_steps, int(warmup_steps))
+    if name == "cosine":
+        if not warmup_steps:
+            return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+        return keras.optimizers.schedules.CosineDecay(
+            0.0,
+            total_steps - int(warmup_steps),
+            warmup_target=learning_rate,
+            warmup_steps=int(warmup_steps),
+        )
+    if name == "one-cycle":
+        return OneCycle(learning_rate, total_steps)
+    raise ValueError(f"schedule={name!r} is unknown; choose one of: {', '.join(SCHEDULES)}")

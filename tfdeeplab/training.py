@@ -33,7 +33,7 @@ from tfdeeplab.deeplabv3 import DeepLabV3
 from tfdeeplab.losses import SegmentationLoss, class_weights_from_frequencies
 from tfdeeplab.metrics import PixelAccuracy, mean_iou
 from tfdeeplab.plots import read_history, training_curves
-from tfdeeplab.schedules import PolyDecayWithWarmup
+from tfdeeplab.schedules import make_schedule
 
 
 class RunExistsError(FileExistsError):
@@ -254,10 +254,8 @@ def compiled_model(config, train_folder, steps):
         pointrend_points=config.pointrend_points,
         crop_size=config.image_size,
     )
-    schedule = PolyDecayWithWarmup(
-        config.lr,
-        decay_steps=max(steps * config.epochs, int(steps * config.warmup_epochs) + 1),
-        warmup_steps=int(steps * config.warmup_epochs),
+    schedule = make_schedule(
+        config.schedule, config.lr, steps * config.epochs, int(steps * config.warmup_epochs)
     )
     optimizer = make_optimizer(config, schedule, model)
     # Slots for every variable, so that unfreezing the backbone later needs no rebuild.
