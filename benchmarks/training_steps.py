@@ -189,12 +189,7 @@ def keras_job(job):
 
 
 def _pipeline_rate(job):
-    """Batches/s of the augmented folder pipeline alone, after its first batch (start-up)."""
+    """Batches of the augmented folder pipeline alone, timed after its first batch (start-up,
+    reported as "first_s")."""
     iterator = iter(_pipeline(job))
-    next(iterator)
-    seconds = []
-    for _ in range(job["pipeline_batches"]):
-        start = time.perf_counter()
-        next(iterator)
-        seconds.append(time.perf_counter() - start)
-    return {"first_s": None, "steps": summarize(seconds), "total_s": float(sum(seconds))}
+    return time_steps(lambda: next(iterator), warmup_steps=1, steps=job["pipeline_batches"])
