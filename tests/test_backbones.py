@@ -67,6 +67,9 @@ def test_weights_file_gives_keras_applications_features(name, tmp_path):
 
     backbone = get_backbone(name, output_stride=32, weights=str(path), **kwargs)
     x = images(2, 64, 64)
+    high_layer = BACKBONES[name].high_layer
+    if high_layer:
+        reference = keras.Model(reference.input, reference.get_layer(high_layer).output)
     expected = reference.predict(PREPROCESS[name](x.copy()), verbose=0)
     got = backbone.predict(x, verbose=0)["high"]
     assert got.shape == expected.shape
@@ -89,6 +92,15 @@ def _rates(backbone, prefix):
         and hasattr(layer, "dilation_rate")
         and layer.kernel_size[0] > 1
     }
+
+
+@pytest.mark.parametrize("alpha, channels", [(1.0, 320), (0.35, 112)])
+def test_mobilenetv2_feeds_its_last_inverted_residual_block_to_the_head(alpha, channels):
+    """DeepLab's MobileNetV2 reads block 16's projection (320·alpha channels), not the 1280-channel
+    1×1 expansion that keras.applications adds for its classifier."""
+    backbone = get_backbone("mobilenetv2", output_stride=16, alpha=alpha)
+    assert backbone.output["high"].shape[-1] == channels
+    assert "Conv_1" not in {layer.name for layer in backbone.layers}
 
 
 def test_resnet_dilation_and_multi_grid_follow_the_paper():

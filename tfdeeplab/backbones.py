@@ -41,6 +41,10 @@ class BackboneSpec:
         application: the keras.applications constructor.
         normalization: the network's `preprocess_input` convention.
         low_layer: the layer whose output (or input, if `low_from_input`) is the stride-4 map.
+        high_layer: the layer whose output is the "high" map; None takes the network's output.
+            MobileNetV2 reads its last inverted-residual block (320·alpha channels), as DeepLab's
+            MobileNetV2 does, not keras.applications' final 1×1 expansion to 1280 channels,
+            which belongs to the classifier.
         same_padding: (ZeroPadding2D layer, its consumer) pairs; the padding layer is dropped
             and the consumer pads "same" instead.
             MobileNetV2 pads (0, 1) before each strided depthwise convolution when H and W are
@@ -55,6 +59,7 @@ class BackboneSpec:
     normalization: NormalizationMode
     low_layer: str
     low_from_input: bool = False
+    high_layer: str | None = None
     same_padding: tuple[tuple[str, str], ...] = ()
     multi_grid_layers: tuple = ()
     supports_alpha: bool = False
@@ -83,6 +88,7 @@ BACKBONES = {
         keras.applications.MobileNetV2,
         NormalizationMode.TF,
         "block_3_expand_relu",
+        high_layer="block_16_project_BN",
         same_padding=tuple((f"block_{i}_pad", f"block_{i}_depthwise") for i in (1, 3, 6, 13)),
         supports_alpha=True,
     ),
@@ -214,7 +220,8 @@ def get_backbone(
     )
     low_layer = application.get_layer(spec.low_layer)
     low = low_layer.input if spec.low_from_input else low_layer.output
-    source = keras.Model(application.input, [low, application.output])
+    high = application.get_layer(spec.high_layer).output if spec.high_layer else application.output
+    source = keras.Model(application.input, [low, high])
 
     grid = dict(zip(spec.multi_grid_layers, multi_grid, strict=True)) if multi_grid else {}
     dropped_padding = {pad for pad, _ in spec.same_padding}
