@@ -104,7 +104,7 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
     keras_row, saved, fp32, int8 = rows.values()
     assert (keras_row["kind"], saved["kind"], fp32["kind"]) == ("keras", "saved_model", "tflite")
     assert (fp32["precision"], int8["precision"]) == ("fp32", "int8")
-    assert int8["size_bytes"] < fp32["size_bytes"] / 2.2  # 0.40 for this tiny net: see test_converters
+    assert int8["size_bytes"] < fp32["size_bytes"] / 2.2  # 0.40 here: see test_converters
     for row in (fp32, int8):
         assert row["delegate"] == "XNNPACK" and row["partitions"] >= 1
         assert row["ops"]["CONV_2D"] >= 1 and "SPACE_TO_BATCH_ND" not in row["ops"]

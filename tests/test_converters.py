@@ -56,7 +56,7 @@ def test_float16_and_dynamic_agree_on_99_percent_of_pixels(model, data, fp32_siz
 
 
 @pytest.mark.parametrize("io_type", ["float32", "uint8"])
-def test_int8_is_under_half_of_fp32_and_keeps_the_classes(model, data, fp32_size, io_type, tmp_path):
+def test_int8_is_under_half_of_fp32_keeping_classes(model, data, fp32_size, io_type, tmp_path):
     path = export_tflite(
         model,
         tmp_path / "int8.tflite",
