@@ -163,7 +163,7 @@ def keras_job(job):
     import keras
 
     from benchmarks.flops import graph_macs
-    from tfdeeplab.training import dtype_policy
+    from tfdeeplab.strategy import dtype_policy
 
     keras.utils.set_random_seed(0)
     row = job["row"]

@@ -140,12 +140,12 @@ def test_backbone_is_frozen_for_the_first_epochs(scenes, tmp_path):
 def test_mixed_precision_warns_on_cpus_that_emulate_bfloat16(monkeypatch, has_bfloat16):
     import warnings
 
-    from tfdeeplab import training
+    from tfdeeplab import strategy
 
-    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: has_bfloat16)
+    monkeypatch.setattr(strategy, "cpu_has_bfloat16", lambda: has_bfloat16)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with training.dtype_policy(True):
+        with strategy.dtype_policy(True):
             assert keras.config.dtype_policy().name == "mixed_bfloat16"
     slow = [w for w in caught if "without bfloat16 instructions" in str(w.message)]
     assert len(slow) == (1 if has_bfloat16 is False else 0)

@@ -77,23 +77,57 @@ class BackboneFreezer(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training after `minutes` of wall time (checked after every batch)."""
+    """Stops training after `minutes` of wall time (checked after every batch).
 
-    def __init__(self, minutes):
+    With a `tfdeeplab.schedules.Replannable` schedule, the budget also shapes the schedule:
+    after every epoch it measures the epoch's seconds per step (validation included) and
+    re-plans the schedule's end at the step the remaining time will reach, so the learning
+    rate has decayed when the budget stops the run; training also stops when the plan is done.
+    The budget counts from the start of this `fit` call: a resumed run gets it anew, and its
+    plan until its first epoch ends is the designed one.
+
+    Attributes:
+        planned_steps: the last plan (None without a schedule).
+        steps_run: the optimizer's step count when training stopped.
+        stopped_at_epoch: the epoch (from 0) the budget or the plan ended, or None.
+    """
+
+    def __init__(self, minutes, schedule=None):
         super().__init__()
         self.seconds = 60.0 * minutes
+        self.schedule = schedule
         self.stopped_at_epoch = None
+        self.planned_steps = None
+        self.steps_run = None
 
     def on_train_begin(self, logs=None):
         self.start = time.monotonic()
+        self.steps_run = int(self.model.optimizer.iterations.numpy())
+        if self.schedule is not None:
+            self.planned_steps = float(self.schedule.planned_steps.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = (time.monotonic(), self.steps_run)
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.start >= self.seconds:
+        self.steps_run += 1
+        over_time = time.monotonic() - self.start >= self.seconds
+        if over_time or (self.planned_steps is not None and self.steps_run >= self.planned_steps):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.model.stop_training and self.stopped_at_epoch is None:
-            self.stopped_at_epoch = epoch
+        if self.model.stop_training:
+            if self.stopped_at_epoch is None:
+                self.stopped_at_epoch = epoch
+            return
+        started, steps = self._epoch
+        now = time.monotonic()
+        if self.schedule is not None and self.steps_run > steps:
+            seconds_per_step = (now - started) / (self.steps_run - steps)
+            remaining = self.seconds - (now - self.start)
+            self.planned_steps = self.schedule.replan(
+                self.steps_run + max(remaining, 0.0) / seconds_per_step
+            )
 
 
 class Throughput(keras.callbacks.Callback):

@@ -67,7 +67,9 @@ class TrainConfig:
     seed: int = setting(0, "split, shuffle and initialisation seed")
     cache: bool = setting(False, "cache decoded files in memory")
     skip_bad: bool = setting(False, "warn about bad pairs and skip them")
-    time_budget_minutes: float | None = setting(None, "stop after the epoch that passes it")
+    time_budget_minutes: float | None = setting(
+        None, "stop training after this many minutes; the schedule is re-planned to end then"
+    )
     early_stopping: bool = setting(
         False, "stop once val mIoU stops improving (--patience, --min-delta); keep the best weights"
     )

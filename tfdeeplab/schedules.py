@@ -107,22 +107,72 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="tfdeeplab")
+class Replannable(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule`, designed over `total_steps`, run over `planned_steps` instead: after the
+    warm-up (kept in steps), step s of the plan reads the designed schedule at
+    warmup + (s − warmup) · (total − warmup) / (planned − warmup), so the designed schedule
+    reaches its end at the planned step. `replan` moves the end while training runs, e.g. to
+    where a time budget will stop it (`tfdeeplab.callbacks.TimeBudget`).
+
+    Args:
+        schedule: a LearningRateSchedule that holds its final rate after `total_steps`.
+        total_steps: the steps `schedule` was designed for; a plan never exceeds them.
+        warmup_steps: the designed schedule's warm-up, which a plan does not shorten.
+        planned_steps: the initial plan; default `total_steps`.
+    """
+
+    def __init__(self, schedule, total_steps, warmup_steps=0, planned_steps=None):
+        if isinstance(schedule, dict):
+            schedule = keras.saving.deserialize_keras_object(schedule)
+        self.schedule = schedule
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.planned_steps = keras.Variable(
+            float(planned_steps or total_steps), dtype="float32", trainable=False
+        )
+
+    def replan(self, steps):
+        """Plans the end at `steps` (kept past the warm-up and at most `total_steps`);
+        returns the plan."""
+        planned = min(float(self.total_steps), max(float(steps), self.warmup_steps + 1.0))
+        self.planned_steps.assign(planned)
+        return planned
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup = float(self.warmup_steps)
+        stretch = (self.total_steps - warmup) / ops.maximum(self.planned_steps - warmup, 1.0)
+        return self.schedule(ops.where(step < warmup, step, warmup + (step - warmup) * stretch))
+
+    def get_config(self):
+        return {
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "planned_steps": float(ops.convert_to_numpy(self.planned_steps)),
+        }
+
+
 SCHEDULES = ("poly", "cosine", "one-cycle")
 
 
-def make_schedule(name, learning_rate, total_steps, warmup_steps=0):
+def make_schedule(name, learning_rate, total_steps, warmup_steps=0, replannable=False):
     """The learning-rate schedule `name` ("poly", "cosine" or "one-cycle") over `total_steps`.
 
     poly: DeepLab's, after a linear warm-up of `warmup_steps`. cosine: Keras' `CosineDecay` to
     0, after the same warm-up. one-cycle: `OneCycle` (its own warm-up phase; `warmup_steps`
-    is not used).
+    is not used). With `replannable`, wrapped in `Replannable` so that a time budget can move
+    its end.
     """
     total_steps = max(int(total_steps), int(warmup_steps) + 1, 2)
+    if replannable:
+        schedule = make_schedule(name, learning_rate, total_steps, warmup_steps)
+        warmup = 0 if name == "one-cycle" else int(warmup_steps)
+        return Replannable(schedule, total_steps, warmup)
     if name == "poly":
         return PolyDecayWithWarmup(learning_rate, total_steps, int(warmup_steps))
     if name == "cosine":
-        if not warmup_steps:
-            return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
         return keras.optimizers.schedules.CosineDecay(
             0.0,
             total_steps - int(warmup_steps),

@@ -6,18 +6,14 @@ from its last finished epoch when started again with the same folder), `training
 `summary.json` (written last; a run folder with it is finished and is not overwritten).
 """
 
-import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfdeeplab.atomic import atomic_write_bytes
 from tfdeeplab.callbacks import (
@@ -33,70 +29,18 @@ from tfdeeplab.deeplabv3 import DeepLabV3
 from tfdeeplab.losses import SegmentationLoss, class_weights_from_frequencies
 from tfdeeplab.metrics import PixelAccuracy, mean_iou
 from tfdeeplab.plots import read_history, training_curves
-from tfdeeplab.schedules import make_schedule
+from tfdeeplab.schedules import Replannable, make_schedule
+from tfdeeplab.strategy import (
+    dtype_policy,
+    is_chief,
+    make_strategy,
+    patch_for_multiworker,
+    worker_index,
+)
 
 
 class RunExistsError(FileExistsError):
     """The output folder holds a finished run."""
-
-
-def make_strategy(distribute):
-    """The tf.distribute strategy for `Distribution` `distribute` (TF_CONFIG for multiworker)."""
-    kind = Distribution(distribute)
-    if kind is Distribution.MIRRORED:
-        return tf.distribute.MirroredStrategy()
-    if kind is Distribution.MULTIWORKER:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if kind is Distribution.TPU:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    return tf.distribute.get_strategy()
-
-
-def worker_index():
-    """(task type, index) from TF_CONFIG; ("chief"-like "worker", 0) without one."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    task = config.get("task", {})
-    return task.get("type", "worker"), int(task.get("index", 0))
-
-
-def is_chief():
-    kind, index = worker_index()
-    return kind == "chief" or (kind == "worker" and index == 0)
-
-
-def cpu_has_bfloat16():
-    """Whether this CPU has bfloat16 arithmetic (AVX-512 BF16 or AMX); None where unknown."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            flags = next((line for line in file if line.startswith("flags")), None)
-    except OSError:
-        return None
-    if flags is None:
-        return None
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split(":", 1)[1].split()))
-
-
-@contextlib.contextmanager
-def dtype_policy(mixed_precision):
-    """mixed_bfloat16 on CPU (and TPU), mixed_float16 on GPU, for the duration of the block."""
-    previous = keras.config.dtype_policy()
-    if mixed_precision:
-        gpus = tf.config.list_physical_devices("GPU")
-        keras.config.set_dtype_policy("mixed_float16" if gpus else "mixed_bfloat16")
-        if not gpus and cpu_has_bfloat16() is False:
-            warnings.warn(
-                "--mixed-precision on a CPU without bfloat16 instructions (no avx512_bf16 or "
-                "amx_bf16 in /proc/cpuinfo): TensorFlow emulates bfloat16, which trained "
-                "15-18x slower than float32 on an AVX2 CPU (benchmarks.training); leave it off",
-                stacklevel=3,
-            )
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _pixel_counts(folder):
@@ -109,43 +53,6 @@ def _pixel_counts(folder):
         labels = labels[labels != folder.ignore_label]
         counts += np.bincount(labels, minlength=folder.num_classes)[: folder.num_classes]
     return counts
-
-
-def _patch_for_multiworker(model):
-    """Works around keras-team/keras#20585 (open): Keras 3.15's `fit` fails twice under
-    MultiWorkerMirroredStrategy, on the model instance only:
-
-    - `_maybe_symbolic_build` passes the whole (x, y) batch of per-replica values to
-      `strategy.reduce`; building needs only shapes, so it builds from one local replica's batch.
-    - the step logs are reduced with `strategy.reduce("MEAN", value, axis=0)`, which rejects the
-      scalar losses and metrics; the steps return them with shape (1,), whose mean over axis 0
-      across workers is the right scalar.
-    """
-
-    def maybe_symbolic_build(iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, batches in iterator:
-                data_batch = keras.tree.map_structure(
-                    lambda value: (
-                        model.distribute_strategy.experimental_local_results(value)[0]
-                        if isinstance(value, tf.distribute.DistributedValues)
-                        else value
-                    ),
-                    next(batches),
-                )
-                break
-        with model.distribute_strategy.scope():
-            model._symbolic_build(data_batch=data_batch)
-
-    def with_vector_logs(step):
-        def wrapped(data):
-            return keras.tree.map_structure(lambda v: tf.reshape(v, [1]), step(data))
-
-        return wrapped
-
-    model._maybe_symbolic_build = maybe_symbolic_build
-    model.train_step = with_vector_logs(model.train_step)
-    model.test_step = with_vector_logs(model.test_step)
 
 
 # Layer attributes holding convolution and dense kernels (Conv2D and Dense, DepthwiseConv2D,
@@ -239,8 +146,21 @@ def datasets(config):
     return train_folder, val_folder, train_data, val_data
 
 
-def compiled_model(config, train_folder, steps):
-    """DeepLabV3 with its optimizer (poly schedule), loss and metrics, in the current scope."""
+def learning_rate_schedule(config, steps):
+    """`config`'s schedule over its epochs of `steps` steps; with a time budget, a
+    `Replannable` one whose end the budget moves to where it stops the run."""
+    return make_schedule(
+        config.schedule,
+        config.lr,
+        steps * config.epochs,
+        int(steps * config.warmup_epochs),
+        replannable=bool(config.time_budget_minutes),
+    )
+
+
+def compiled_model(config, train_folder, steps, schedule=None):
+    """DeepLabV3 with its optimizer, loss and metrics, in the current scope. `schedule`:
+    default `learning_rate_schedule(config, steps)`."""
     num_classes = train_folder.num_classes
     model = DeepLabV3(
         num_classes,
@@ -254,9 +174,7 @@ def compiled_model(config, train_folder, steps):
         pointrend_points=config.pointrend_points,
         crop_size=config.image_size,
     )
-    schedule = make_schedule(
-        config.schedule, config.lr, steps * config.epochs, int(steps * config.warmup_epochs)
-    )
+    schedule = schedule or learning_rate_schedule(config, steps)
     optimizer = make_optimizer(config, schedule, model)
     # Slots for every variable, so that unfreezing the backbone later needs no rebuild.
     optimizer.build(model.trainable_variables)
@@ -282,12 +200,16 @@ def _distribute(model, config, strategy):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
     if config.distribute == Distribution.MULTIWORKER.value:
-        _patch_for_multiworker(model)
+        patch_for_multiworker(model)
 
 
-def training_callbacks(config, out):
-    """tfdeeplab's callbacks: {"throughput", "budget" (or None), "all": the list}."""
-    budget = TimeBudget(config.time_budget_minutes) if config.time_budget_minutes else None
+def training_callbacks(config, out, schedule=None):
+    """tfdeeplab's callbacks: {"throughput", "budget" (or None), "early_stopping" (or None),
+    "all": the list}. A `Replannable` `schedule` is re-planned by the time budget."""
+    budget = None
+    if config.time_budget_minutes:
+        replannable = schedule if isinstance(schedule, Replannable) else None
+        budget = TimeBudget(config.time_budget_minutes, replannable)
     throughput = Throughput(config.batch_size)
     own = [
         throughput,
@@ -337,14 +259,15 @@ def train(config: TrainConfig, callbacks=()):
     train_folder, val_folder, train_data, val_data = datasets(config)
     steps = config.steps_per_epoch or max(1, len(train_folder) // config.batch_size)
     with dtype_policy(config.mixed_precision), strategy.scope():
-        model = compiled_model(config, train_folder, steps)
+        schedule = learning_rate_schedule(config, steps)
+        model = compiled_model(config, train_folder, steps, schedule)
     aspp_rates = model.get_layer("aspp").rates
     print(
         f"ASPP rates {aspp_rates} for {config.image_size}² crops at output stride "
         f"{config.output_stride} (a {-(-config.image_size // config.output_stride)}-cell map)"
     )
     _distribute(model, config, strategy)
-    own = training_callbacks(config, out)
+    own = training_callbacks(config, out, schedule)
     start = time.monotonic()
     history = model.fit(
         train_data,
@@ -371,10 +294,7 @@ def train(config: TrainConfig, callbacks=()):
         "train_images_per_second": own["throughput"].images_per_second,
         "best_val_mean_iou": max(logs["val_mean_iou"]) if logs.get("val_mean_iou") else None,
         "final_val_mean_iou": logs["val_mean_iou"][-1] if logs.get("val_mean_iou") else None,
-        "stopped_by_time_budget": bool(
-            own["budget"] and own["budget"].stopped_at_epoch is not None
-        ),
-        "stopped_early_at_epoch": _stopped_early(own["early_stopping"]),
+        **_how_it_stopped(config, steps, own, model),
         "best_model": str(out / "best.keras"),
         "final_model": str(out / "final.keras"),
     }
@@ -383,9 +303,22 @@ def train(config: TrainConfig, callbacks=()):
     return summary
 
 
-def _stopped_early(stopping):
-    """The epoch (from 0) at which EarlyStopping stopped the run, or None."""
-    return stopping.stopped_epoch if stopping is not None and stopping.stopped_epoch else None
+def _how_it_stopped(config, steps, own, model):
+    """Summary entries on the time budget, early stopping and the schedule's steps."""
+    budget, stopping = own["budget"], own["early_stopping"]
+    planned = budget.planned_steps if budget is not None else None
+    return {
+        "stopped_by_time_budget": bool(budget and budget.stopped_at_epoch is not None),
+        # The epoch (from 0) at which EarlyStopping stopped the run, or None.
+        "stopped_early_at_epoch": stopping.stopped_epoch
+        if stopping and stopping.stopped_epoch
+        else None,
+        "schedule": config.schedule,
+        "designed_steps": steps * config.epochs,
+        # Where the time budget last planned the schedule's end (None without a budget).
+        "planned_steps": round(planned) if planned is not None else None,
+        "steps_run": int(model.optimizer.iterations.numpy()),
+    }
 
 
 def _write_curve(out):

@@ -29,7 +29,7 @@ import numpy as np
 import tfdeeplab.layers.pointrend as pointrend
 from tfdeeplab import DeepLabV3
 from tfdeeplab.losses import SegmentationLoss
-from tfdeeplab.training import _patch_for_multiworker
+from tfdeeplab.strategy import patch_for_multiworker
 
 SIZE, BATCH, CLASSES = 32, 4, 3
 
@@ -109,7 +109,7 @@ def main():
         shards = None
         if MULTIWORKER:
             # As `tfdeeplab.training.train` does: Keras 3's fit needs it under this strategy.
-            _patch_for_multiworker(mirrored)
+            patch_for_multiworker(mirrored)
             shards = worker_shards()
         mirrored_loss, mirrored_updates = one_step(mirrored, shards)
         results["pointrend" if pointrend_on else "deeplabv3"] = {
