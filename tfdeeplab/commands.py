@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tfdeeplab.config import DEMO_TRAINING_OPTIONS, DemoConfig, TrainConfig, demo_training
-from tfdeeplab.options import setting, values
+from tfdeeplab.options import int_list, setting, values
 
 
 def _scales(text):
@@ -46,6 +46,9 @@ class DataOptions:
     )
     batch_size: int = setting(4, "images per batch")
     ignore_label: int = setting(255, "mask value that is not scored")
+    ignore_classes: tuple = setting(
+        (), "class values left out of the scores, e.g. 0,5", parse=int_list
+    )
     skip_bad: bool = setting(False, "warn about bad pairs and skip them")
     eval_view: str = setting(
         "original",
@@ -97,6 +100,9 @@ class ExportOptions:
     qat_lr: float = setting(1e-5, "QAT learning rate")
     qat_batch_size: int = setting(8, "QAT batch size")
     ignore_label: int = setting(255, "mask value that is not scored")
+    ignore_classes: tuple = setting(
+        (), "class values left out of the scores, e.g. 0,5", parse=int_list
+    )
     val_fraction: float = setting(0.1, "as in train")
     seed: int = setting(0, "as in train")
     overwrite: bool = setting(False, "replace an existing artifact")
@@ -145,7 +151,13 @@ def _eval_dataset(args, num_classes=None):
     )
     size = (args.image_size, args.image_size)
     dataset = make_dataset(
-        folder, size, args.batch_size, augment=False, shuffle=False, eval_view=args.eval_view
+        folder,
+        size,
+        args.batch_size,
+        augment=False,
+        shuffle=False,
+        eval_view=args.eval_view,
+        ignore_classes=args.ignore_classes,
     )
     return folder, dataset
 
@@ -172,6 +184,7 @@ def evaluate_command(args):
         args.flip,
         args.boundary_tolerance,
         progress,
+        args.ignore_classes,
     )
     print()
     report["model"] = str(args.model)

@@ -7,7 +7,7 @@ import dataclasses
 import enum
 from pathlib import Path
 
-from tfdeeplab.options import setting
+from tfdeeplab.options import int_list, setting
 
 
 class OptimizerName(str, enum.Enum):
@@ -42,6 +42,9 @@ class TrainConfig:
     pointrend_points: int | None = setting(None, "points per subdivision step")
     num_classes: int | None = setting(None, "default: from the data folder")
     ignore_label: int = setting(255, "mask value without a loss")
+    ignore_classes: tuple = setting(
+        (), "class values left out of loss and metrics, e.g. 0,5", parse=int_list
+    )
     image_size: int = setting(513, "training crop size")
     batch_size: int = setting(8, "images per step")
     epochs: int = setting(30, "epochs")
@@ -88,6 +91,7 @@ class TrainConfig:
             )
         # Paths as strings: config.json and summary.json are JSON.
         self.data, self.out = str(self.data), str(self.out)
+        self.ignore_classes = tuple(int(c) for c in self.ignore_classes)
         self.optimizer = OptimizerName(self.optimizer).value
         self.distribute = Distribution(self.distribute).value
         if self.lr is None:

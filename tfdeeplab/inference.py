@@ -63,8 +63,10 @@ def evaluate(
     flip=False,
     tolerance=2,
     progress=None,
+    ignore_classes=(),
 ):
-    """Evaluates `model` on a dataset of (images, masks) batches.
+    """Evaluates `model` on a dataset of (images, masks) batches; `ignore_classes` are left out
+    of the means.
 
     Returns:
         The report of `tfdeeplab.metrics.segmentation_report`, plus "images", "scales", "flip",
@@ -81,7 +83,7 @@ def evaluate(
         count += len(masks)
         if progress is not None:
             progress.add(len(masks))
-    report = segmentation_report(confusion, boundaries, class_names)
+    report = segmentation_report(confusion, boundaries, class_names, ignore_classes)
     report.update(
         images=count, scales=list(scales), flip=bool(flip), boundary_tolerance_px=tolerance
     )

@@ -8,11 +8,15 @@ import numpy as np
 import tensorflow as tf
 
 
-def mean_iou(num_classes, ignore_label=255, name="mean_iou"):
-    """Keras' own MeanIoU on logits (argmax inside), ignoring `ignore_label`."""
-    return keras.metrics.MeanIoU(
-        num_classes, name=name, ignore_class=ignore_label, sparse_y_pred=False
-    )
+def mean_iou(num_classes, ignore_label=255, name="mean_iou", ignore_classes=()):
+    """Keras' own MeanIoU on logits (argmax inside), ignoring `ignore_label`. With
+    `ignore_classes` (whose labels the data pipeline has turned into `ignore_label`), Keras'
+    IoU averaged over the other classes."""
+    settings = {"name": name, "ignore_class": ignore_label, "sparse_y_pred": False}
+    if not ignore_classes:
+        return keras.metrics.MeanIoU(num_classes, **settings)
+    kept = [c for c in range(num_classes) if c not in set(ignore_classes)]
+    return keras.metrics.IoU(num_classes, kept, **settings)
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
@@ -89,12 +93,13 @@ def _ratio(numerator, denominator):
     )
 
 
-def segmentation_report(confusion, boundaries, class_names):
+def segmentation_report(confusion, boundaries, class_names, ignore_classes=()):
     """Per-class and mean scores from accumulated counts.
 
     Args:
         confusion: (C, C) confusion matrix; boundaries: (C, 4) from `boundary_counts`.
         class_names: C names.
+        ignore_classes: classes left out of the means (their rows say "ignored": true).
 
     Returns:
         A JSON-ready dict: "classes" (per class: iou, precision, recall, f1, boundary_f1,
@@ -118,8 +123,9 @@ def segmentation_report(confusion, boundaries, class_names):
     b_recall = np.where(np.isnan(b_recall) & (boundaries[:, 1] > 0), 0.0, b_recall)
     boundary_f1 = _ratio(2 * b_precision * b_recall, b_precision + b_recall)
     boundary_f1 = np.where((b_precision == 0) & (b_recall == 0), 0.0, boundary_f1)
-    present = support > 0
-    in_union = support + predicted - true_positive > 0
+    counted = ~np.isin(np.arange(len(support)), list(ignore_classes))
+    present = (support > 0) & counted
+    in_union = (support + predicted - true_positive > 0) & counted
     has_edges = present & (boundaries[:, 3] > 0)
 
     def clean(value):
@@ -135,6 +141,7 @@ def segmentation_report(confusion, boundaries, class_names):
                 "f1": clean(f1[i]),
                 "boundary_f1": clean(boundary_f1[i]),
                 "pixels": int(support[i]),
+                **({"ignored": True} if not counted[i] else {}),
             }
             for i, name in enumerate(class_names)
         ],

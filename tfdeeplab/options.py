@@ -23,6 +23,16 @@ def setting(default=dataclasses.MISSING, help="", *, choices=None, parse=None):
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def int_list(text):
+    """A command-line list of integers, "0,5" → (0, 5); "" → ()."""
+    try:
+        return tuple(int(value) for value in text.split(",") if value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers, e.g. 0,5"
+        ) from None
+
+
 def _value_type(annotation):
     """int for `int` and `int | None`; the first non-None member of a union."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:

@@ -137,11 +137,18 @@ def datasets(config):
         cache=config.cache,
         seed=config.seed,
         repeat=True,
+        ignore_classes=config.ignore_classes,
     )
     # Every validation image counts, also with several replicas: `SegmentationModel` runs a
     # replica left without images by a last partial batch on a blank one.
     val_data = make_dataset(
-        val_folder, size, config.batch_size, augment=False, shuffle=False, cache=config.cache
+        val_folder,
+        size,
+        config.batch_size,
+        augment=False,
+        shuffle=False,
+        cache=config.cache,
+        ignore_classes=config.ignore_classes,
     )
     return train_folder, val_folder, train_data, val_data
 
@@ -185,7 +192,7 @@ def compiled_model(config, train_folder, steps, schedule=None):
         num_classes, config.ignore_label, weights, config.focal_gamma, config.dice_weight
     )
     metrics = [
-        mean_iou(num_classes, config.ignore_label),
+        mean_iou(num_classes, config.ignore_label, ignore_classes=config.ignore_classes),
         PixelAccuracy(num_classes, config.ignore_label),
     ]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)

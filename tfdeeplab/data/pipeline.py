@@ -88,6 +88,30 @@ def decode_mask(path):
     return tf.cast(tf.ensure_shape(mask, (None, None)), tf.int32)
 
 
+def check_ignore_classes(ignore_classes, num_classes, ignore_label):
+    """`ignore_classes` as a sorted tuple of ints, each a class of 0..num_classes-1 other than
+    the ignore label; a ValueError names a value that is not."""
+    classes = tuple(sorted({int(c) for c in ignore_classes}))
+    for value in classes:
+        if not 0 <= value < num_classes or value == ignore_label:
+            raise ValueError(
+                f"ignore_classes: {value} is not a class of this data (0..{num_classes - 1}, "
+                f"ignore label {ignore_label})"
+            )
+    if len(classes) >= num_classes:
+        raise ValueError(f"ignore_classes={list(classes)} leaves no class to learn")
+    return classes
+
+
+def ignore_class_values(mask, ignore_classes, ignore_label):
+    """`mask` with every value in `ignore_classes` set to `ignore_label`, so that no loss and no
+    metric counts those pixels (arcgis.learn's `ignore_classes`)."""
+    if not ignore_classes:
+        return mask
+    hit = tf.reduce_any(mask[..., None] == tf.constant(ignore_classes, mask.dtype), axis=-1)
+    return tf.where(hit, tf.constant(ignore_label, mask.dtype), mask)
+
+
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     """Training augmentation settings (DeepLabV3, section 4)."""
@@ -206,10 +230,12 @@ def make_dataset(
     repeat=False,
     drop_remainder=None,
     eval_view=EvalView.ORIGINAL,
+    ignore_classes=(),
 ):
     """The tf.data pipeline over a validated folder; see `load_segmentation_folder`."""
     size = tuple(int(s) for s in image_size)
     ignore = folder.ignore_label
+    ignored = check_ignore_classes(ignore_classes, folder.num_classes, ignore)
     paths = tf.data.Dataset.from_tensor_slices(
         ([str(p) for p in folder.images], [str(p) for p in folder.masks])
     )
@@ -219,7 +245,8 @@ def make_dataset(
     if shuffle and not cache:
         paths = paths.shuffle(len(folder), seed=seed, reshuffle_each_iteration=True)
     pairs = paths.map(
-        lambda i, m: (decode_image(i), decode_mask(m)), num_parallel_calls=tf.data.AUTOTUNE
+        lambda i, m: (decode_image(i), ignore_class_values(decode_mask(m), ignored, ignore)),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
     if cache:
         pairs = pairs.cache(cache if isinstance(cache, str) else "")
@@ -264,6 +291,7 @@ def load_segmentation_folder(
     cache=False,
     skip_bad=False,
     eval_view=EvalView.ORIGINAL,
+    ignore_classes=(),
 ):
     """A `tf.data.Dataset` of (float32 images (B, H, W, 3) in [0, 255], int32 masks (B, H, W)).
 
@@ -286,6 +314,7 @@ def load_segmentation_folder(
         val_fraction, seed: the fixed fraction split.
         cache: cache decoded files in memory (True) or in a file path.
         skip_bad: warn about and leave out bad pairs instead of raising.
+        ignore_classes: class values whose pixels become `ignore_label` (no loss, no metric).
     """
     folder = scan_split(
         root,
@@ -297,5 +326,13 @@ def load_segmentation_folder(
         skip_bad=skip_bad,
     )
     return make_dataset(
-        folder, image_size, batch_size, augment, shuffle, cache, seed, eval_view=eval_view
+        folder,
+        image_size,
+        batch_size,
+        augment,
+        shuffle,
+        cache,
+        seed,
+        eval_view=eval_view,
+        ignore_classes=ignore_classes,
     )
