@@ -56,7 +56,8 @@ def export_saved_model(model, path, overwrite=False):
     # keras.Variable wrappers and the tf.Variables the functions capture); a plain tf.Module
     # tracking only the tf.Variables stores each once, half the size.
     module = tf.Module()
-    module.model_variables = [variable.value for variable in model.weights]
+    weights = model.inference_weights() if hasattr(model, "inference_weights") else model.weights
+    module.model_variables = [variable.value for variable in weights]
     module.serve = tf.function(
         serve, input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name="images")]
     )

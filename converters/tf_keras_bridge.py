@@ -18,6 +18,8 @@ config. tfdeeplab's layers map to:
 - `ImageNormalization`, `ResizeLike`, `AlignedPadding`, `CropLike`, `PointRendRefiner` → the
   `tf_keras` layers below, which compute the same TF ops (through the functions the Keras 3
   layers call: `resize`, `pad_to_aligned`, `crop_like`, `adaptive_subdivision`).
+- `AuxiliaryHead` → nothing: it passes the logits through at inference, and QAT fine-tunes
+  without it.
 """
 
 import tensorflow as tf
@@ -218,6 +220,8 @@ class _Builder:
             return CropLike(name=layer.name)(*args)
         if name == "ResizeLike":
             return ResizeLike(layer.interpolation, layer.align_corners, name=layer.name)(*args)
+        if name == "AuxiliaryHead":  # training only: passes the logits through
+            return args[0][0]
         if name == "PointRendRefiner":
             refiner = PointRendRefiner(
                 layer.num_classes,
@@ -305,6 +309,7 @@ _TFDEEPLAB_LAYERS = {
     "AlignedPadding",
     "CropLike",
     "PointRendRefiner",
+    "AuxiliaryHead",
 }
 
 

@@ -41,6 +41,8 @@ class BackboneSpec:
         application: the keras.applications constructor.
         normalization: the network's `preprocess_input` convention.
         low_layer: the layer whose output (or input, if `low_from_input`) is the stride-4 map.
+        mid_layer: the layer whose output (or input, if `mid_from_input`) ends the stage before
+            the last, at nominal stride 16: what an auxiliary head reads (torchvision's layer3).
         high_layer: the layer whose output is the "high" map; None takes the network's output.
             MobileNetV2 reads its last inverted-residual block (320·alpha channels), as DeepLab's
             MobileNetV2 does, not keras.applications' final 1×1 expansion to 1280 channels,
@@ -58,7 +60,9 @@ class BackboneSpec:
     application: Callable
     normalization: NormalizationMode
     low_layer: str
+    mid_layer: str
     low_from_input: bool = False
+    mid_from_input: bool = False
     high_layer: str | None = None
     same_padding: tuple[tuple[str, str], ...] = ()
     multi_grid_layers: tuple = ()
@@ -72,22 +76,30 @@ BACKBONES = {
         keras.applications.ResNet50,
         NormalizationMode.CAFFE,
         "conv2_block3_out",
+        "conv4_block6_out",
         multi_grid_layers=_RESNET_MULTI_GRID,
     ),
     "resnet101": BackboneSpec(
         keras.applications.ResNet101,
         NormalizationMode.CAFFE,
         "conv2_block3_out",
+        "conv4_block23_out",
         multi_grid_layers=_RESNET_MULTI_GRID,
     ),
-    "vgg16": BackboneSpec(keras.applications.VGG16, NormalizationMode.CAFFE, "block3_conv3"),
+    "vgg16": BackboneSpec(
+        keras.applications.VGG16, NormalizationMode.CAFFE, "block3_conv3", "block4_pool"
+    ),
     "densenet121": BackboneSpec(
-        keras.applications.DenseNet121, NormalizationMode.TORCH, "pool2_relu"
+        keras.applications.DenseNet121,
+        NormalizationMode.TORCH,
+        "pool2_relu",
+        "conv4_block24_concat",
     ),
     "mobilenetv2": BackboneSpec(
         keras.applications.MobileNetV2,
         NormalizationMode.TF,
         "block_3_expand_relu",
+        "block_12_add",
         high_layer="block_16_project_BN",
         same_padding=tuple((f"block_{i}_pad", f"block_{i}_depthwise") for i in (1, 3, 6, 13)),
         supports_alpha=True,
@@ -97,7 +109,9 @@ BACKBONES = {
         keras.applications.Xception,
         NormalizationMode.TF,
         "block3_sepconv1_act",
+        "block13_sepconv1_act",  # its input: the sum closing the middle flow
         low_from_input=True,
+        mid_from_input=True,
     ),
 }
 
@@ -192,6 +206,7 @@ def get_backbone(
     multi_grid=None,
     alpha=1.0,
     batchnorm_momentum=None,
+    mid=False,
 ):
     """A dilated feature extractor following a keras.applications architecture.
 
@@ -206,10 +221,13 @@ def get_backbone(
         batchnorm_momentum: momentum of every BatchNormalization; None keeps the architecture's
             (0.999 in MobileNetV2, 0.99 elsewhere). Training from scratch or for a short budget
             needs a lower value: with 0.999 the moving statistics lag far behind the weights.
+        mid: also return "mid", the end of the stage before the last (nominal stride 16; see
+            `BackboneSpec.mid_layer`), for an auxiliary head.
 
     Returns:
         A functional `keras.Model` mapping float RGB images in [0, 255], (B, H, W, 3), to
-        `{"low": (B, ceil(H/4), ceil(W/4), C_low), "high": (B, ceil(H/OS), ceil(W/OS), C_high)}`.
+        `{"low": (B, ceil(H/4), ceil(W/4), C_low), "high": (B, ceil(H/OS), ceil(W/OS), C_high)}`,
+        with `mid`, also "mid": (B, ceil(H/min(OS, 16)), ceil(W/min(OS, 16)), C_mid).
         Xception keeps keras.applications' unpadded stem (needed for its weights to give the
         same features), so its maps can be one cell smaller than the ceiling.
     """
@@ -218,10 +236,12 @@ def get_backbone(
     application = spec.application(
         include_top=False, weights=weights, input_shape=tuple(input_shape), **kwargs
     )
-    low_layer = application.get_layer(spec.low_layer)
-    low = low_layer.input if spec.low_from_input else low_layer.output
-    high = application.get_layer(spec.high_layer).output if spec.high_layer else application.output
-    source = keras.Model(application.input, [low, high])
+    taps = {"low": _tap(application, spec.low_layer, spec.low_from_input)}
+    if mid:
+        taps["mid"] = _tap(application, spec.mid_layer, spec.mid_from_input)
+    high = _tap(application, spec.high_layer, False) if spec.high_layer else application.output
+    taps["high"] = high
+    source = keras.Model(application.input, list(taps.values()))
 
     grid = dict(zip(spec.multi_grid_layers, multi_grid, strict=True)) if multi_grid else {}
     dropped_padding = {pad for pad, _ in spec.same_padding}
@@ -250,7 +270,10 @@ def get_backbone(
     clone = keras.models.clone_model(
         source, input_tensors=inputs, clone_function=lambda layer: layer, call_function=replay
     )
-    low_features, high_features = clone.outputs
-    return keras.Model(
-        inputs, {"low": low_features, "high": high_features}, name=f"{name}_os{output_stride}"
-    )
+    outputs = dict(zip(taps, clone.outputs, strict=True))
+    return keras.Model(inputs, outputs, name=f"{name}_os{output_stride}")
+
+
+def _tap(application, layer_name, from_input):
+    layer = application.get_layer(layer_name)
+    return layer.input if from_input else layer.output

@@ -1,4 +1,4 @@
-"""The `tfdeeplab` command line: demo, train, evaluate, predict, show, export, benchmark.
+"""The `tfdeeplab` command line: demo, train, lr-find, evaluate, predict, show, export, benchmark.
 
 Options are generated from the dataclasses that declare them (`tfdeeplab.config`,
 `tfdeeplab.commands`). TensorFlow starts only once the command is known, with the command's
@@ -19,7 +19,7 @@ EPILOG = "Run `tfdeeplab COMMAND --help` for the options of one command."
 # 6× faster on an AVX2 CPU (2 cores, batch 8: 27.3 s/step with TF's default Eigen kernels, 4.6 s
 # with oneDNN, measured), while on the same CPU they slow Keras inference (ResNet-50 OS8 at 513:
 # 2.30 s → 3.25 s). TensorFlow itself turns them on only on AVX-512 VNNI / AMX CPUs.
-ONEDNN_BY_DEFAULT = ("train", "demo")
+ONEDNN_BY_DEFAULT = ("train", "lr-find", "demo")
 
 
 def _runtime_options(parser, command):
@@ -95,6 +95,7 @@ COMMANDS = {
         "fp32 / int8 exports, latency table, REPORT.md (about 15 min on 2 cores)"
     ),
     "train": "train with model.fit on a folder dataset",
+    "lr-find": "learning-rate range test: loss-vs-rate curve (PNG) and a suggested --lr",
     "evaluate": "per-class IoU table, mIoU, boundary F1 (JSON and a PNG chart)",
     "predict": "palette mask and overlay PNGs",
     "show": "grid of image / ground truth / prediction rows with a class legend",
@@ -104,7 +105,13 @@ COMMANDS = {
 
 def build_parser():
     from tfdeeplab import commands
-    from tfdeeplab.config import DEMO_TRAINING, DEMO_TRAINING_OPTIONS, DemoConfig, TrainConfig
+    from tfdeeplab.config import (
+        DEMO_TRAINING,
+        DEMO_TRAINING_OPTIONS,
+        DemoConfig,
+        LrFindOptions,
+        TrainConfig,
+    )
     from tfdeeplab.options import add_arguments
 
     parser = argparse.ArgumentParser(
@@ -115,6 +122,7 @@ def build_parser():
     options = {
         "demo": [(DemoConfig, {}), (TrainConfig, demo_training)],
         "train": [(TrainConfig, {})],
+        "lr-find": [(TrainConfig, {}), (LrFindOptions, {})],
         "evaluate": [(commands.EvaluateOptions, {})],
         "predict": [(commands.PredictOptions, {})],
         "show": [(commands.ShowOptions, {})],
@@ -125,7 +133,8 @@ def build_parser():
         for cls, keywords in options[command]:
             add_arguments(subparser, cls, **keywords)
         _runtime_options(subparser, command)
-        subparser.set_defaults(handler=getattr(commands, f"{command}_command"))
+        handler = getattr(commands, f"{command.replace('-', '_')}_command")
+        subparser.set_defaults(handler=handler)
     subparsers.add_parser(
         "benchmark",
         help="latency, memory and FLOPs of .keras / SavedModel / .tflite artifacts "

@@ -128,6 +128,16 @@ def train_command(args):
     return 0
 
 
+def lr_find_command(args):
+    from tfdeeplab.config import LrFindOptions
+    from tfdeeplab.lr_finder import find_learning_rate
+
+    config = TrainConfig(**values(TrainConfig, args))
+    options = LrFindOptions(**values(LrFindOptions, args))
+    find_learning_rate(config, options.sweep_steps, options.min_lr, options.max_lr)
+    return 0
+
+
 def _load_model(path):
     import keras
 

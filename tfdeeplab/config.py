@@ -22,6 +22,19 @@ class Distribution(str, enum.Enum):
     TPU = "tpu"
 
 
+def learning_rate(value):
+    """A positive learning rate, or "auto"."""
+    if value == "auto":
+        return value
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = None
+    if rate is None or not rate > 0:
+        raise ValueError(f"lr={value!r} must be a positive number or 'auto'")
+    return rate
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Settings of one training run (the `tfdeeplab train` options)."""
@@ -40,6 +53,9 @@ class TrainConfig:
     )
     pointrend: bool = setting(False, "add a PointRend head")
     pointrend_points: int | None = setting(None, "points per subdivision step")
+    aux_head: bool = setting(
+        False, "auxiliary FCN head on the stride-16 features, weight 0.4, training only"
+    )
     num_classes: int | None = setting(None, "default: from the data folder")
     ignore_label: int = setting(255, "mask value without a loss")
     ignore_classes: tuple = setting(
@@ -49,7 +65,12 @@ class TrainConfig:
     batch_size: int = setting(8, "images per step")
     epochs: int = setting(30, "epochs")
     steps_per_epoch: int | None = setting(None, "default: one pass over the training images")
-    lr: float | None = setting(None, "peak learning rate; default 0.01 (sgd), 1e-3 (adamw)")
+    lr: float | str | None = setting(
+        None,
+        "peak learning rate, or auto (the lr-find range test's suggestion); default 0.01 "
+        "(sgd), 1e-3 (adamw)",
+        parse=learning_rate,
+    )
     optimizer: str = setting("sgd", "optimizer", choices=("sgd", "adamw"))
     momentum: float = setting(0.9, "SGD momentum")
     weight_decay: float = setting(1e-4, "on kernels only: coupled L2 with sgd, decoupled adamw")
@@ -96,11 +117,22 @@ class TrainConfig:
         self.distribute = Distribution(self.distribute).value
         if self.lr is None:
             self.lr = 0.01 if self.optimizer == OptimizerName.SGD.value else 1e-3
+        self.lr = learning_rate(self.lr)
         for name in ("image_size", "batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
         if self.patience < 0 or self.min_delta < 0:
             raise ValueError(f"patience={self.patience} and min_delta={self.min_delta} must be ≥ 0")
+
+
+@dataclasses.dataclass(kw_only=True)
+class LrFindOptions:
+    """The range test's own settings (`tfdeeplab lr-find`; `train --lr auto` uses the
+    defaults)."""
+
+    sweep_steps: int = setting(200, "steps of the exponential learning-rate sweep")
+    min_lr: float = setting(1e-6, "the sweep's first learning rate")
+    max_lr: float = setting(1.0, "the sweep's last learning rate")
 
 
 # What the demo changes of `TrainConfig`'s defaults: DeepLabV3 + PointRend at 193², 10 minutes.

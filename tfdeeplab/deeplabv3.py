@@ -5,14 +5,12 @@ bilinear upsampling to the input size."""
 import warnings
 
 import keras
-import tensorflow as tf
 
 from tfdeeplab.backbones import OUTPUT_STRIDES, get_backbone
 from tfdeeplab.layers.aspp import ASPP
-from tfdeeplab.layers.point_features import labels_at_points
+from tfdeeplab.layers.auxiliary_head import AuxiliaryHead
 from tfdeeplab.layers.pointrend import PointRendRefiner
 from tfdeeplab.layers.resize_like import AlignedPadding, CropLike, ResizeLike
-from tfdeeplab.losses import point_loss, sparse_labels
 from tfdeeplab.segmentation_model import SegmentationModel
 
 PAPER_RATES_AT_OS16 = (6, 12, 18)
@@ -92,6 +90,8 @@ def DeepLabV3(
     subdivision_steps=None,
     crop_size=None,
     align_corners=True,
+    aux_head=False,
+    aux_loss_weight=0.4,
     name=None,
 ):
     """Builds DeepLabV3 as a functional `keras.Model`.
@@ -128,6 +128,10 @@ def DeepLabV3(
             output_stride·i (`benchmarks.alignment`), upsamples with aligned corners, and
             crops the logits back to the input. False: half-pixel centres (torchvision's), no
             padding; the cells are then off by up to half a stride.
+        aux_head: add torchvision's auxiliary FCN head (`AuxiliaryHead`) on the backbone's
+            stride-16 "mid" features: its loss, times `aux_loss_weight` (arcgis.learn's 0.4),
+            joins the training loss; inference and exports never run it.
+        aux_loss_weight: the weight of the auxiliary loss.
         name: model name; default `deeplabv3_<backbone>_os<output_stride>`.
 
     Returns:
@@ -151,28 +155,40 @@ def DeepLabV3(
         multi_grid=multi_grid,
         alpha=alpha,
         batchnorm_momentum=batchnorm_momentum,
+        mid=aux_head,
     )
     features.name = "backbone"
     maps = features(padded)
-    high = maps["high"]
-    x = ASPP(
-        filters=aspp_filters,
-        rates=rates,
-        dropout=dropout,
-        batchnorm_momentum=0.99 if batchnorm_momentum is None else batchnorm_momentum,
-        name="aspp",
-    )(high)
+    head_momentum = 0.99 if batchnorm_momentum is None else batchnorm_momentum
+    x = ASPP(aspp_filters, rates, dropout, head_momentum, name="aspp")(maps["high"])
     coarse = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
+    if aux_head:
+        settings = (aux_loss_weight, align_corners, head_momentum)
+        head = _auxiliary_head(num_classes, maps["mid"].shape[-1], *settings)
+        coarse = head([coarse, maps["mid"], padded, images])
     refiner = None
     if pointrend:
         steps = output_stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
-        options = {"align_corners": align_corners, "dtype": "float32", "name": "pointrend"}
-        refiner = PointRendRefiner(num_classes, steps, pointrend_points, **options)
+        aligned = {"align_corners": align_corners}
+        refiner = PointRendRefiner(
+            num_classes, steps, pointrend_points, **aligned, dtype="float32", name="pointrend"
+        )
     logits = _logits_at_input_size(coarse, maps["low"], padded, images, refiner, align_corners)
     name = name or f"deeplabv3_{backbone}_os{output_stride}"
     if pointrend:
         return PointRendDeepLab(images, logits, name=f"{name}_pointrend")
     return SegmentationModel(images, logits, name=name)
+
+
+def _auxiliary_head(num_classes, in_channels, loss_weight, align_corners, batchnorm_momentum):
+    return AuxiliaryHead(
+        num_classes,
+        max(8, in_channels // 4),  # torchvision's in_channels // 4
+        loss_weight=loss_weight,
+        align_corners=align_corners,
+        batchnorm_momentum=batchnorm_momentum,
+        name="aux_head",
+    )
 
 
 def _logits_at_input_size(coarse, low, padded, images, refiner, align_corners):
@@ -204,59 +220,11 @@ def _check_arguments(num_classes, output_stride, input_shape):
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
 class PointRendDeepLab(SegmentationModel):
-    """A functional segmentation model with a `PointRendRefiner` named "pointrend".
-
-    Inference returns the refined logits (B, H, W, K). Training (`model(x, training=True)`, as
-    `fit` calls it) returns them with the point head's outputs, explicitly:
-    {"logits": the dense logits (the coarse ones upsampled: the paper trains without
-    subdivision), "point_logits" (B, N, K), "points" (B, N, 2) and "image_size" (see
-    `PointRendRefiner.point_outputs`)}. `compute_loss` adds the point loss (cross-entropy of the
-    point logits against the mask's labels at the points, ignoring `ignore_label`) to the
-    compiled dense loss, and `compute_metrics` scores the logits, so `fit` trains the point
-    head on ordinary (image, mask) batches. All PointRend settings live in the refiner's
-    config: the model saves and loads like any functional model.
+    """A segmentation model with a `PointRendRefiner` named "pointrend" (the class of models
+    saved with one). Inference returns the refined logits (B, H, W, K). Training returns them
+    with the point head's outputs: {"logits": the dense logits (the coarse ones upsampled: the
+    paper trains without subdivision), "point_logits" (B, N, K), "points" (B, N, 2),
+    "image_size"} (see `SegmentationModel` and `PointRendRefiner.training_outputs`), and the
+    point loss joins the compiled dense loss, so `fit` trains the point head on ordinary
+    (image, mask) batches. All PointRend settings live in the refiner's config.
     """
-
-    def call(self, inputs, training=None, mask=None, **kwargs):
-        if not training or isinstance(inputs, keras.KerasTensor):
-            return super().call(inputs, training=training, mask=mask, **kwargs)
-        logits, coarse, fine, image = self._training_graph()(inputs, training=True)
-        refiner = self.get_layer("pointrend")
-        return {"logits": logits, **refiner.point_outputs(coarse, fine, image)}
-
-    def _training_graph(self):
-        """This model's graph with the refiner's inputs as extra outputs, so that one forward
-        pass gives both the logits and what the point head reads. It holds the same layers (and
-        weights), so it is kept out of Keras' tracking: it is not a sub-layer of its own."""
-        graph = self.__dict__.get("_graph_with_refiner_inputs")
-        if graph is None:
-            refiner_inputs = self.get_layer("pointrend").input
-            graph = keras.Model(self.input, [self.outputs[0], *refiner_inputs])
-            object.__setattr__(self, "_graph_with_refiner_inputs", graph)
-        return graph
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        outputs = y_pred if isinstance(y_pred, dict) else {"logits": y_pred}
-        loss = super().compute_loss(
-            x=x, y=y, y_pred=outputs["logits"], sample_weight=sample_weight, training=training
-        )
-        if y is None or "point_logits" not in outputs:
-            return loss
-        refiner = self.get_layer("pointrend")
-        labels = tf.cast(sparse_labels(y, len(outputs["logits"].shape)), tf.int32)
-        # The points refer to the refiner's image: the input padded by `AlignedPadding`, if the
-        # model pads. The padding has no labels.
-        extra = outputs["image_size"] - tf.shape(labels)[1:3]
-        labels = tf.pad(
-            labels, [[0, 0], [0, extra[0]], [0, extra[1]]], constant_values=refiner.ignore_label
-        )
-        value = point_loss(
-            labels_at_points(labels, outputs["points"], refiner.align_corners),
-            outputs["point_logits"],
-            refiner.ignore_label,
-        )
-        return loss + refiner.point_loss_weight * tf.cast(value, loss.dtype)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
-        return super().compute_metrics(x, y, logits, sample_weight=sample_weight)

@@ -64,6 +64,26 @@ def training_curves(path, history, title="Training curve"):
     return _save(figure, path)
 
 
+def lr_sweep_chart(path, result, title="Learning-rate range test"):
+    """Loss per step and its smoothed curve against the learning rate (log axis), with the
+    suggested rate and the rate at the lowest smoothed loss marked; `result` as
+    `tfdeeplab.lr_finder.sweep` returns it."""
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axes = figure.subplots()
+    rates = result["learning_rates"]
+    axes.plot(rates, result["losses"], alpha=0.3, label="loss per step")
+    axes.plot(rates, result["smoothed_losses"], label="smoothed")
+    for key, style in (("min_loss_lr", ":"), ("suggested_lr", "--")):
+        value = result[key]
+        axes.axvline(value, linestyle=style, color="k", label=f"{key} {value:.2g}")
+    finite = [v for v in result["smoothed_losses"] if np.isfinite(v)]
+    if finite:
+        axes.set_ylim(top=min(max(finite), 4 * min(finite)) * 1.05)
+    axes.set(xscale="log", xlabel="learning rate", ylabel="loss", title=title)
+    axes.legend()
+    return _save(figure, path)
+
+
 def latency_bars(path, labels, mean_ms, p50_ms, p95_ms, title):
     """One horizontal bar per artifact (mean latency) with a p50–p95 whisker."""
     y = np.arange(len(labels))

@@ -179,6 +179,7 @@ def compiled_model(config, train_folder, steps, schedule=None):
         batchnorm_momentum=config.batchnorm_momentum,
         pointrend=config.pointrend,
         pointrend_points=config.pointrend_points,
+        aux_head=config.aux_head,
         crop_size=config.image_size,
     )
     schedule = schedule or learning_rate_schedule(config, steps)
@@ -265,6 +266,9 @@ def train(config: TrainConfig, callbacks=()):
     keras.utils.set_random_seed(config.seed)
     train_folder, val_folder, train_data, val_data = datasets(config)
     steps = config.steps_per_epoch or max(1, len(train_folder) // config.batch_size)
+    if config.lr == "auto":
+        config = dataclasses.replace(config, lr=_found_learning_rate(config, out, strategy))
+        keras.utils.set_random_seed(config.seed)  # the same initialisation as a set rate's
     with dtype_policy(config.mixed_precision), strategy.scope():
         schedule = learning_rate_schedule(config, steps)
         model = compiled_model(config, train_folder, steps, schedule)
@@ -310,6 +314,19 @@ def train(config: TrainConfig, callbacks=()):
     return summary
 
 
+def _found_learning_rate(config, out, strategy):
+    """`train --lr auto`: the range test's suggestion, from out/lr_find.json when a resumed
+    run has one."""
+    from tfdeeplab.lr_finder import find_learning_rate
+
+    found = out / "lr_find.json"
+    if found.exists():
+        return json.loads(found.read_text())["suggested_lr"]
+    with dtype_policy(config.mixed_precision):
+        result = find_learning_rate(dataclasses.replace(config, out=str(out)), strategy=strategy)
+    return result["suggested_lr"]
+
+
 def _how_it_stopped(config, steps, own, model):
     """Summary entries on the time budget, early stopping and the schedule's steps."""
     budget, stopping = own["budget"], own["early_stopping"]
@@ -321,6 +338,7 @@ def _how_it_stopped(config, steps, own, model):
         if stopping and stopping.stopped_epoch
         else None,
         "schedule": config.schedule,
+        "learning_rate": config.lr,
         "designed_steps": steps * config.epochs,
         # Where the time budget last planned the schedule's end (None without a budget).
         "planned_steps": round(planned) if planned is not None else None,

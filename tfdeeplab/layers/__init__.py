@@ -2,6 +2,7 @@
 
 from tfdeeplab.layers.aspp import ASPP
 from tfdeeplab.layers.atrous import AtrousConv2D, AtrousDepthwiseConv2D, AtrousSeparableConv2D
+from tfdeeplab.layers.auxiliary_head import AuxiliaryHead
 from tfdeeplab.layers.fused_batch_norm import FusedBatchNormalization
 from tfdeeplab.layers.image_normalization import ImageNormalization, NormalizationMode
 from tfdeeplab.layers.resize_like import AlignedPadding, CropLike, ResizeLike
@@ -12,6 +13,7 @@ __all__ = [
     "AtrousConv2D",
     "AtrousDepthwiseConv2D",
     "AtrousSeparableConv2D",
+    "AuxiliaryHead",
     "CropLike",
     "FusedBatchNormalization",
     "ImageNormalization",

@@ -7,12 +7,14 @@ import keras
 import tensorflow as tf
 
 from tfdeeplab.layers.point_features import (
+    labels_at_points,
     most_uncertain_cells,
     point_sample,
     sample_training_points,
     uncertainty,
 )
 from tfdeeplab.layers.resize_like import resize
+from tfdeeplab.losses import point_loss, sparse_labels
 
 
 def point_head_logits(fine, coarse, hidden, predictor, dtype):
@@ -243,6 +245,27 @@ class PointRendRefiner(keras.layers.Layer):
             "points": points,
             "image_size": tf.shape(image)[1:3],
         }
+
+    def training_outputs(self, coarse, fine, image, training=True):
+        """`point_outputs`, under the name `SegmentationModel` calls training heads by."""
+        return self.point_outputs(coarse, fine, image)
+
+    def training_loss(self, y, outputs, loss=None):
+        """`point_loss_weight` × the cross-entropy of the point logits against the labels `y`
+        (B, H, W) or (B, H, W, 1) at the points, ignoring `ignore_label`."""
+        labels = tf.cast(sparse_labels(y, 4), tf.int32)
+        # The points refer to the refiner's image: the input padded by `AlignedPadding`, if the
+        # model pads. The padding has no labels.
+        extra = outputs["image_size"] - tf.shape(labels)[1:3]
+        labels = tf.pad(
+            labels, [[0, 0], [0, extra[0]], [0, extra[1]]], constant_values=self.ignore_label
+        )
+        value = point_loss(
+            labels_at_points(labels, outputs["points"], self.align_corners),
+            outputs["point_logits"],
+            self.ignore_label,
+        )
+        return self.point_loss_weight * tf.cast(value, tf.float32)
 
     def compute_output_shape(self, input_shapes):
         image_shape = input_shapes[2]
