@@ -113,7 +113,8 @@ def _splits(name, args, work):
     if name == "synthetic":
         root = work / "synthetic"
         if not (root / "classes.json").exists():
-            size, count = DATASETS["synthetic"]["image_size"], SYNTHETIC["count"]
+            size = args.image_size or DATASETS["synthetic"]["image_size"]
+            count = args.synthetic_images
             synthetic_scenes(root, count, size, SYNTHETIC["num_classes"], seed=args.seed)
     else:
         if args.data is None:
@@ -124,9 +125,17 @@ def _splits(name, args, work):
     return root, train, val, settings
 
 
+def _shape(args, dataset):
+    """The crop and batch of a dataset's training runs."""
+    shape = dict(DATASETS[dataset])
+    if args.image_size:
+        shape["image_size"] = args.image_size
+    return shape
+
+
 def _job(args, model, dataset, root, train, val, settings, work):
     predictions = str(work / f"{dataset}_{model}.npz")
-    shape = DATASETS[dataset]
+    shape = _shape(args, dataset)
     common = {"threads": args.threads, "val_images": [str(p) for p in val.images]}
     common["predictions"] = predictions
     if model.startswith("torchvision"):
@@ -145,6 +154,7 @@ def _job(args, model, dataset, root, train, val, settings, work):
         "data": str(root),
         "out": str(work / f"{dataset}_{model}"),
         "backbone": "mobilenetv2",
+        "alpha": args.alpha,
         "output_stride": 16,
         "pointrend": model == "tfdeeplab-pointrend",
         "epochs": 1000,
@@ -189,7 +199,7 @@ def run_dataset(args, dataset, work):
         "colours": np.asarray(val.colours).tolist(),
         "val_paths": [str(p) for p in val.images[: args.grid_images]],
         "val_mask_paths": [str(p) for p in val.masks[: args.grid_images]],
-        **DATASETS[dataset],
+        **_shape(args, dataset),
         "models": results,
     }
 
@@ -298,6 +308,9 @@ def build_parser():
     add("--tfdeeplab-lr", type=float, default=1e-3)
     add("--torch-lr", type=float, default=0.01, help="torchvision reference: 0.01 (SGD)")
     add("--torch-python", help="python of an environment with torch and torchvision")
+    add("--image-size", type=int, help="training crop of every dataset; default per dataset")
+    add("--alpha", type=float, default=1.0, help="tfdeeplab's MobileNetV2 width")
+    add("--synthetic-images", type=int, default=SYNTHETIC["count"])
     add("--grid-images", type=int, default=4, help="validation images in the prediction PNG")
     add("--work", help="folder for runs and predictions; default: a temporary one")
     add("--out", default="benchmarks/QUALITY.md", help="the Markdown report; JSON and PNGs "

@@ -58,7 +58,7 @@ def _model(name, num_classes):
 
     none = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
     builders = {
-        "mobilenet_v3_large": segmentation.deeplabv3_mobilenet_v3_large,
+        "mobilenet_v3": segmentation.deeplabv3_mobilenet_v3_large,
         "resnet50": segmentation.deeplabv3_resnet50,
     }
     return builders[name](**none, aux_loss=False)
