@@ -36,7 +36,16 @@ MODELS = {
     "tfdeeplab": "tfdeeplab DeepLabV3 MobileNetV2 OS16",
     "tfdeeplab-pointrend": "tfdeeplab DeepLabV3 MobileNetV2 OS16 + PointRend",
     "torchvision-mobilenet-v3": "torchvision deeplabv3_mobilenet_v3_large",
+    "torchvision-mobilenet-v3-bn": "torchvision deeplabv3_mobilenet_v3_large, BN momentum 0.1",
     "torchvision-resnet50": "torchvision deeplabv3_resnet50",
+}
+# torchvision's models: (architecture, BatchNorm momentum in PyTorch's convention; None keeps
+# torchvision's: 0.01 in its MobileNetV3, 0.1 in ResNet). tfdeeplab's `train` uses 0.1 too
+# (0.9 in Keras' convention).
+TORCH_MODELS = {
+    "torchvision-mobilenet-v3": ("mobilenet_v3", None),
+    "torchvision-mobilenet-v3-bn": ("mobilenet_v3", 0.1),
+    "torchvision-resnet50": ("resnet50", None),
 }
 DEFAULT_MODELS = ("tfdeeplab", "tfdeeplab-pointrend", "torchvision-mobilenet-v3")
 # Training crop and batch per dataset; 32·k + 1 crops suit tfdeeplab's corner-aligned models.
@@ -142,7 +151,8 @@ def _job(args, model, dataset, root, train, val, settings, work):
         return "benchmarks.torch_quality:torch_quality_job", {
             **common,
             **shape,
-            "model": model.removeprefix("torchvision-").replace("-", "_"),
+            "model": TORCH_MODELS[model][0],
+            "bn_momentum": TORCH_MODELS[model][1],
             "train": [[str(p) for p in train.images], [str(p) for p in train.masks]],
             "num_classes": train.num_classes,
             "ignore_label": train.ignore_label,
@@ -169,10 +179,17 @@ def _job(args, model, dataset, root, train, val, settings, work):
     return "benchmarks.quality:tfdeeplab_quality_job", {**common, "config": config}
 
 
+def grid_picks(count, wanted):
+    """Indices of `wanted` validation images spread evenly over `count` (CamVid's are video
+    frames: neighbours look alike)."""
+    return sorted({int(i) for i in np.linspace(0, count - 1, min(wanted, count)).round()})
+
+
 def run_dataset(args, dataset, work):
     """Trains, predicts and scores every model on one dataset."""
     root, train, val, settings = _splits(dataset, args, work)
     masks = [_read_mask(path) for path in val.masks]
+    picks = grid_picks(len(val), args.grid_images)
     results = {}
     for model in args.models:
         target, job = _job(args, model, dataset, root, train, val, settings, work)
@@ -190,15 +207,16 @@ def run_dataset(args, dataset, work):
         scores = score(predictions, masks, list(val.class_names), val.ignore_label)
         results[model] = {"label": MODELS[model], "training": trained, "scores": scores}
         print(f"[{dataset}] {MODELS[model]}: mIoU {100 * scores['mean_iou']:.1f}", flush=True)
-        results[model]["_predictions"] = predictions[: args.grid_images]
+        results[model]["_predictions"] = [predictions[i] for i in picks]
     return {
         "data": str(root),
         "train_images": len(train),
         "val_images": len(val),
         "class_names": list(val.class_names),
         "colours": np.asarray(val.colours).tolist(),
-        "val_paths": [str(p) for p in val.images[: args.grid_images]],
-        "val_mask_paths": [str(p) for p in val.masks[: args.grid_images]],
+        "grid_indices": picks,
+        "val_paths": [str(val.images[i]) for i in picks],
+        "val_mask_paths": [str(val.masks[i]) for i in picks],
         **_shape(args, dataset),
         "models": results,
     }
@@ -288,7 +306,7 @@ def pictures(report, folder):
                 [_read_rgb(image), drawn]
                 + [colours[r["_predictions"][index]] for r in models.values()]
             )
-        titles = ["image", "ground truth", *(r["label"] for r in models.values())]
+        titles = ["image", "ground truth", *models]  # the short model names
         path = folder / f"QUALITY_{name}_predictions.png"
         written.append(prediction_grid(path, rows, titles, dataset["class_names"], colours))
     return written

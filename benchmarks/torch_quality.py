@@ -53,7 +53,12 @@ def _tensor(images):
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
-def _model(name, num_classes):
+def _model(name, num_classes, bn_momentum=None):
+    """torchvision's model, untrained; `bn_momentum` (PyTorch's convention) replaces every
+    BatchNorm's (torchvision's MobileNetV3 uses 0.01: its running statistics still lag far
+    behind the weights after a few hundred steps, and the model in eval mode predicts
+    almost one class)."""
+    import torch
     from torchvision.models import segmentation
 
     none = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
@@ -61,7 +66,12 @@ def _model(name, num_classes):
         "mobilenet_v3": segmentation.deeplabv3_mobilenet_v3_large,
         "resnet50": segmentation.deeplabv3_resnet50,
     }
-    return builders[name](**none, aux_loss=False)
+    model = builders[name](**none, aux_loss=False)
+    if bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = bn_momentum
+    return model
 
 
 def _train(model, job, pairs, rng):
@@ -101,7 +111,7 @@ def _train(model, job, pairs, rng):
         if planned is None or planned > steps:  # re-planned after every epoch
             elapsed = time.monotonic() - start
             planned = steps + int(max(budget - elapsed, 0) / (elapsed / steps))
-        print(f"epoch {epochs}: {steps} steps, loss {float(loss):.3f}, plan {planned}", flush=True)
+        print(f"epoch {epochs}: {steps} steps, loss {loss.item():.3f}, plan {planned}", flush=True)
     images_per_second = (steps - 1) * batch / step_seconds if steps > 1 else None
     return steps, epochs, images_per_second, time.monotonic() - start
 
@@ -115,7 +125,7 @@ def torch_quality_job(job):
     torch.set_num_interop_threads(job["threads"])
     torch.manual_seed(job["seed"])
     rng = np.random.default_rng(job["seed"])
-    model = _model(job["model"], job["num_classes"])
+    model = _model(job["model"], job["num_classes"], job.get("bn_momentum"))
     pairs = [(_read(i, "RGB"), _read(m, "L")) for i, m in zip(*job["train"], strict=True)]
     steps, epochs, images_per_second, seconds = _train(model, job, pairs, rng)
     model.eval()
