@@ -352,17 +352,17 @@ def main(argv=None):
         work = Path(args.work or temporary)
         work.mkdir(parents=True, exist_ok=True)
         datasets = {name: run_dataset(args, name, work) for name in args.datasets}
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
-    report = {
-        "machine": machine(),
-        "settings": settings,
-        "command": "python -m benchmarks.quality " + shlex.join(argv or sys.argv[1:]),
-        "datasets": datasets,
-        "wall_s": time.perf_counter() - started,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pictures(report, out.parent)
+        settings = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
+        report = {
+            "machine": machine(),
+            "settings": settings,
+            "command": "python -m benchmarks.quality " + shlex.join(argv or sys.argv[1:]),
+            "datasets": datasets,
+            "wall_s": time.perf_counter() - started,
+        }
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pictures(report, out.parent)  # reads the images, which may be in the work folder
     for dataset in datasets.values():
         for result in dataset["models"].values():
             result.pop("_predictions")

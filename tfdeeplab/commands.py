@@ -130,7 +130,7 @@ def train_command(args):
 
 def lr_find_command(args):
     from tfdeeplab.config import LrFindOptions
-    from tfdeeplab.lr_finder import find_learning_rate
+    from tfdeeplab.training import find_learning_rate
 
     config = TrainConfig(**values(TrainConfig, args))
     options = LrFindOptions(**values(LrFindOptions, args))

@@ -6,7 +6,6 @@ bottoms out.
 
 import json
 import math
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -99,28 +98,3 @@ def write_sweep(result, out, title="Learning-rate range test"):
     json_path = out / "lr_find.json"
     atomic_write_bytes(json_path, json.dumps(result, indent=2).encode())
     return json_path, lr_sweep_chart(out / "lr_find.png", result, title)
-
-
-def find_learning_rate(config, steps=200, min_lr=1e-6, max_lr=1.0, strategy=None):
-    """The range test of `config`'s model, optimizer, loss and augmented training data
-    (`tfdeeplab train`'s), on a fresh model; writes lr_find.json and lr_find.png in
-    `config.out` and returns the result (with "suggested_lr")."""
-    import tensorflow as tf
-
-    from tfdeeplab.training import compiled_model, datasets
-
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
-    train_folder, _, train_data, _ = datasets(config)
-    with (strategy or tf.distribute.get_strategy()).scope():
-        model = compiled_model(config, train_folder, 1, schedule=float(min_lr))
-    print(f"Learning-rate range test: {min_lr:g} to {max_lr:g} over up to {steps} steps")
-    result = sweep(model, train_data, steps, min_lr, max_lr)
-    result.update(min_lr=float(min_lr), max_lr=float(max_lr), batch_size=config.batch_size)
-    write_sweep(result, out, f"Learning-rate range test ({config.optimizer}, {config.backbone})")
-    print(
-        f"Suggested learning rate: {result['suggested_lr']:.3g} (lowest smoothed loss at "
-        f"{result['min_loss_lr']:.3g}); curve: {out / 'lr_find.png'}"
-    )
-    return result

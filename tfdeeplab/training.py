@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfdeeplab.atomic import atomic_write_bytes
 from tfdeeplab.callbacks import (
@@ -314,17 +315,37 @@ def train(config: TrainConfig, callbacks=()):
     return summary
 
 
+def find_learning_rate(config, steps=200, min_lr=1e-6, max_lr=1.0, strategy=None):
+    """The learning-rate range test (`tfdeeplab.lr_finder`) of `config`'s model, optimizer,
+    loss and augmented training data, on a fresh model; writes lr_find.json and lr_find.png
+    in `config.out` and returns the result (with "suggested_lr")."""
+    from tfdeeplab.lr_finder import sweep, write_sweep
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    train_folder, _, train_data, _ = datasets(config)
+    with dtype_policy(config.mixed_precision), (strategy or tf.distribute.get_strategy()).scope():
+        model = compiled_model(config, train_folder, 1, schedule=float(min_lr))
+    print(f"Learning-rate range test: {min_lr:g} to {max_lr:g} over up to {steps} steps")
+    result = sweep(model, train_data, steps, min_lr, max_lr)
+    result.update(min_lr=float(min_lr), max_lr=float(max_lr), batch_size=config.batch_size)
+    write_sweep(result, out, f"Learning-rate range test ({config.optimizer}, {config.backbone})")
+    print(
+        f"Suggested learning rate: {result['suggested_lr']:.3g} (lowest smoothed loss at "
+        f"{result['min_loss_lr']:.3g}); curve: {out / 'lr_find.png'}"
+    )
+    return result
+
+
 def _found_learning_rate(config, out, strategy):
     """`train --lr auto`: the range test's suggestion, from out/lr_find.json when a resumed
     run has one."""
-    from tfdeeplab.lr_finder import find_learning_rate
-
     found = out / "lr_find.json"
     if found.exists():
         return json.loads(found.read_text())["suggested_lr"]
-    with dtype_policy(config.mixed_precision):
-        result = find_learning_rate(dataclasses.replace(config, out=str(out)), strategy=strategy)
-    return result["suggested_lr"]
+    auto = dataclasses.replace(config, out=str(out))
+    return find_learning_rate(auto, strategy=strategy)["suggested_lr"]
 
 
 def _how_it_stopped(config, steps, own, model):
