@@ -1,7 +1,8 @@
 """The main job end to end: data → `model.fit` → evaluation → verified exports → latency → report.
 
-`tfdeeplab demo` runs it with defaults sized for about 15 minutes on 2 CPU cores; its options
-point the same pipeline at a user's folder, backbone, size and budget. The output folder holds:
+`tfdeeplab demo` runs it with defaults sized for about 12 minutes on 2 CPU cores, 8 of them
+training; its options point the same pipeline at a user's folder, backbone, size and budget.
+The output folder holds:
 
     data/                generated synthetic_scenes (unless --data)
     train/               the training run (best.keras, history.csv, training_curve.png, backup/)
