@@ -59,7 +59,6 @@ def test_mid_features_for_an_auxiliary_head_are_at_stride_16(name):
     backbone = get_backbone(name, output_stride=8, mid=True, **TINY_KWARGS[name])
     symbolic = backbone.compute_output_spec(keras.KerasTensor((1, 513, 513, 3)))
     assert symbolic["mid"].shape[1:3] == (expected_size(name, 513, 8),) * 2  # dilated stage
-    assert symbolic["mid"].shape[-1] < symbolic["high"].shape[-1] or name == "vgg16"
 
 
 @pytest.mark.parametrize("name", backbone_params(BACKBONES))
