@@ -100,9 +100,6 @@ class ExportOptions:
     qat_lr: float = setting(1e-5, "QAT learning rate")
     qat_batch_size: int = setting(8, "QAT batch size")
     ignore_label: int = setting(255, "mask value that is not scored")
-    ignore_classes: tuple = setting(
-        (), "class values left out of the scores, e.g. 0,5", parse=int_list
-    )
     val_fraction: float = setting(0.1, "as in train")
     seed: int = setting(0, "as in train")
     overwrite: bool = setting(False, "replace an existing artifact")

@@ -163,16 +163,14 @@ def DeepLabV3(
     x = ASPP(aspp_filters, rates, dropout, head_momentum, name="aspp")(maps["high"])
     coarse = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     if aux_head:
-        settings = (aux_loss_weight, align_corners, head_momentum)
-        head = _auxiliary_head(num_classes, maps["mid"].shape[-1], *settings)
+        head = _auxiliary_head(
+            num_classes, maps["mid"].shape[-1], aux_loss_weight, align_corners, head_momentum
+        )
         coarse = head([coarse, maps["mid"], padded, images])
     refiner = None
     if pointrend:
         steps = output_stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
-        aligned = {"align_corners": align_corners}
-        refiner = PointRendRefiner(
-            num_classes, steps, pointrend_points, **aligned, dtype="float32", name="pointrend"
-        )
+        refiner = _pointrend_refiner(num_classes, steps, pointrend_points, align_corners)
     logits = _logits_at_input_size(coarse, maps["low"], padded, images, refiner, align_corners)
     name = name or f"deeplabv3_{backbone}_os{output_stride}"
     if pointrend:
@@ -188,6 +186,17 @@ def _auxiliary_head(num_classes, in_channels, loss_weight, align_corners, batchn
         align_corners=align_corners,
         batchnorm_momentum=batchnorm_momentum,
         name="aux_head",
+    )
+
+
+def _pointrend_refiner(num_classes, steps, points, align_corners):
+    return PointRendRefiner(
+        num_classes,
+        steps,
+        points,
+        align_corners=align_corners,
+        dtype="float32",
+        name="pointrend",
     )
 
 

@@ -173,9 +173,9 @@ class PointRendRefiner(keras.layers.Layer):
     returns logits (B, H, W, K).
 
     Training (paper, section 3.1) uses no subdivision: called with training=True the layer
-    returns the coarse logits upsampled bilinearly, and `point_outputs` gives the point head's
-    logits at points chosen by `sample_training_points`, which `PointRendDeepLab` returns as
-    training outputs beside the logits.
+    returns the coarse logits upsampled bilinearly, and `training_outputs` gives the point
+    head's logits at points chosen by `sample_training_points`, which `PointRendDeepLab`
+    returns beside the logits.
     """
 
     def __init__(
@@ -216,8 +216,9 @@ class PointRendRefiner(keras.layers.Layer):
             coarse, fine, size, self.head, self.steps, self.points, self.align_corners
         )
 
-    def point_outputs(self, coarse, fine, image):
-        """The point head's training outputs for the layer's inputs of one training step.
+    def training_outputs(self, coarse, fine, image, training=True):
+        """The point head's training outputs for the layer's inputs of one training step (the
+        training-head protocol of `SegmentationModel`).
 
         Returns:
             {"point_logits": (B, N, K) float32, the head's logits at the points;
@@ -245,10 +246,6 @@ class PointRendRefiner(keras.layers.Layer):
             "points": points,
             "image_size": tf.shape(image)[1:3],
         }
-
-    def training_outputs(self, coarse, fine, image, training=True):
-        """`point_outputs`, under the name `SegmentationModel` calls training heads by."""
-        return self.point_outputs(coarse, fine, image)
 
     def training_loss(self, y, outputs, loss=None):
         """`point_loss_weight` × the cross-entropy of the point logits against the labels `y`
