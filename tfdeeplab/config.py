@@ -53,6 +53,9 @@ class TrainConfig:
     )
     pointrend: bool = setting(False, "add a PointRend head")
     pointrend_points: int | None = setting(None, "points per subdivision step")
+    decoder: bool = setting(
+        False, "DeepLabV3+ decoder: ASPP features merged with the stride-4 features"
+    )
     aux_head: bool = setting(
         False, "auxiliary FCN head on the stride-16 features, weight 0.4, training only"
     )
@@ -153,6 +156,7 @@ DEMO_TRAINING_OPTIONS = (
     "alpha",
     "output_stride",
     "pointrend",
+    "decoder",
     "image_size",
     "batch_size",
     "epochs",

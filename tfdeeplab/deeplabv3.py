@@ -1,6 +1,7 @@
 """DeepLabV3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image Segmentation",
 arXiv:1706.05587): a dilated backbone, ASPP with image-level features, a 1×1 classifier and
-bilinear upsampling to the input size."""
+bilinear upsampling to the input size; with `decoder=True`, DeepLabV3+ (arXiv:1802.02611): the
+classifier reads the ASPP features merged with the backbone's stride-4 map."""
 
 import warnings
 
@@ -9,6 +10,7 @@ import keras
 from tfdeeplab.backbones import OUTPUT_STRIDES, get_backbone
 from tfdeeplab.layers.aspp import ASPP
 from tfdeeplab.layers.auxiliary_head import AuxiliaryHead
+from tfdeeplab.layers.decoder import deeplabv3plus_decoder
 from tfdeeplab.layers.pointrend import PointRendRefiner
 from tfdeeplab.layers.resize_like import AlignedPadding, CropLike, ResizeLike
 from tfdeeplab.segmentation_model import SegmentationModel
@@ -16,6 +18,8 @@ from tfdeeplab.segmentation_model import SegmentationModel
 PAPER_RATES_AT_OS16 = (6, 12, 18)
 # The crop the paper's rates were chosen for (DeepLabV3, section 4.1: 513×513 PASCAL crops).
 PAPER_CROP = 513
+# The stride of the backbones' "low" map, which the decoder's logits have.
+LOW_STRIDE = 4
 
 
 def default_aspp_rates(output_stride):
@@ -92,6 +96,7 @@ def DeepLabV3(
     align_corners=True,
     aux_head=False,
     aux_loss_weight=0.4,
+    decoder=False,
     name=None,
 ):
     """Builds DeepLabV3 as a functional `keras.Model`.
@@ -118,7 +123,8 @@ def DeepLabV3(
             most uncertain points by adaptive subdivision.
         pointrend_points: points re-predicted per subdivision step; None: the cells of the
             stride-OS/2 map.
-        subdivision_steps: None: log2(output_stride) - 1 (stride 2; the last 2× is bilinear).
+        subdivision_steps: None: log2(the coarse logits' stride) - 1 (to stride 2; the last 2×
+            is bilinear): log2(output_stride) - 1, or 1 with the decoder.
         crop_size: the training crop (pixels), which "auto" rates are scaled to when H and W
             of `input_shape` are None; None: 513, the paper's.
         align_corners: the pixel-grid convention of the logits' upsampling and PointRend's
@@ -132,7 +138,12 @@ def DeepLabV3(
             stride-16 "mid" features: its loss, times `aux_loss_weight` (arcgis.learn's 0.4),
             joins the training loss; inference and exports never run it.
         aux_loss_weight: the weight of the auxiliary loss.
-        name: model name; default `deeplabv3_<backbone>_os<output_stride>`.
+        decoder: DeepLabV3+: the ASPP features, upsampled to stride 4, merged with the
+            backbone's stride-4 "low" map by `deeplabv3plus_decoder` (`aspp_filters` channels)
+            before the classifier, so the coarse logits are at stride 4 (thin structures
+            survive); PointRend then subdivides from stride 4.
+        name: model name; default `deeplabv3_<backbone>_os<output_stride>`
+            (`deeplabv3plus_...` with the decoder).
 
     Returns:
         A `keras.Model` taking float RGB in [0, 255], (B, H, W, 3), and returning float32
@@ -161,6 +172,14 @@ def DeepLabV3(
     maps = features(padded)
     head_momentum = 0.99 if batchnorm_momentum is None else batchnorm_momentum
     x = ASPP(aspp_filters, rates, dropout, head_momentum, name="aspp")(maps["high"])
+    if decoder:
+        x = deeplabv3plus_decoder(
+            x,
+            maps["low"],
+            aspp_filters,
+            batchnorm_momentum=head_momentum,
+            align_corners=align_corners,
+        )
     coarse = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     if aux_head:
         head = _auxiliary_head(
@@ -169,10 +188,11 @@ def DeepLabV3(
         coarse = head([coarse, maps["mid"], padded, images])
     refiner = None
     if pointrend:
-        steps = output_stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
+        stride = LOW_STRIDE if decoder else output_stride
+        steps = stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
         refiner = _pointrend_refiner(num_classes, steps, pointrend_points, align_corners)
     logits = _logits_at_input_size(coarse, maps["low"], padded, images, refiner, align_corners)
-    name = name or f"deeplabv3_{backbone}_os{output_stride}"
+    name = name or f"deeplabv3{'plus' if decoder else ''}_{backbone}_os{output_stride}"
     if pointrend:
         return PointRendDeepLab(images, logits, name=f"{name}_pointrend")
     return SegmentationModel(images, logits, name=name)

@@ -181,6 +181,7 @@ def compiled_model(config, train_folder, steps, schedule=None):
         pointrend=config.pointrend,
         pointrend_points=config.pointrend_points,
         aux_head=config.aux_head,
+        decoder=config.decoder,
         crop_size=config.image_size,
     )
     schedule = schedule or learning_rate_schedule(config, steps)
