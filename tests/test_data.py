@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tfdeeplab.config import TrainConfig
 from tfdeeplab.data import (
+    Augmentation,
     DataError,
     load_segmentation_folder,
+    make_dataset,
     scan_folder,
     scan_split,
     synthetic_scenes,
@@ -213,3 +216,21 @@ def test_fit_view_pads_what_fits_and_resizes_with_a_warning_what_does_not(scenes
     with pytest.warns(UserWarning, match=r"images up to 48×40 do not fit the 32×32 input"):
         smaller = load_segmentation_folder(scenes, (32, 32), **kwargs)
     assert next(iter(smaller))[1].shape == (4, 32, 32)
+
+
+def test_the_scale_range_of_training_views_is_a_setting(scenes):
+    """At scale 1 a 48×40 scene cropped to 48×40 is the scene (or its mirror); at scale 0.5
+    it fills a quarter of the crop and the rest is ignored padding."""
+    folder = scan_folder(scenes)
+    masks = [np.asarray(Image.open(p)) for p in folder.masks]
+    kwargs = {"batch_size": 12, "shuffle": False, "seed": 0}
+    for scale, padded in ((1.0, 0.0), (0.5, 0.75)):
+        settings = Augmentation(min_scale=scale, max_scale=scale)
+        views = next(iter(make_dataset(folder, (48, 40), augmentation=settings, **kwargs)))[1]
+        views = np.asarray(views)
+        np.testing.assert_allclose(np.mean(views == 255), padded)
+        if scale == 1.0:
+            for view, mask in zip(views, masks, strict=True):
+                assert np.array_equal(view, mask) or np.array_equal(view, mask[:, ::-1])
+    with pytest.raises(ValueError, match=r"min_scale=2\.0 and max_scale=1\.0"):
+        TrainConfig(data="d", out="o", min_scale=2.0, max_scale=1.0)

@@ -82,6 +82,8 @@ class TrainConfig:
     )
     warmup_epochs: float = setting(0.0, "linear learning-rate warm-up (poly, cosine)")
     freeze_backbone_epochs: int = setting(0, "epochs with a frozen backbone first")
+    min_scale: float = setting(0.5, "smallest random scale of training views (DeepLab: 0.5)")
+    max_scale: float = setting(2.0, "largest random scale of training views (DeepLab: 2.0)")
     class_weights: bool = setting(False, "median-frequency class weights")
     focal_gamma: float = setting(0.0, "focal loss gamma (0: cross-entropy)")
     dice_weight: float = setting(0.0, "weight of an added Dice loss")
@@ -126,6 +128,11 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be ≥ 1")
         if self.patience < 0 or self.min_delta < 0:
             raise ValueError(f"patience={self.patience} and min_delta={self.min_delta} must be ≥ 0")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError(
+                f"min_scale={self.min_scale} and max_scale={self.max_scale} must satisfy "
+                "0 < min_scale ≤ max_scale"
+            )
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -157,6 +164,10 @@ DEMO_TRAINING_OPTIONS = (
     "output_stride",
     "pointrend",
     "decoder",
+    "aux_head",
+    "class_weights",
+    "min_scale",
+    "max_scale",
     "image_size",
     "batch_size",
     "epochs",

@@ -25,7 +25,7 @@ from tfdeeplab.callbacks import (
     save_model_atomically,
 )
 from tfdeeplab.config import Distribution, OptimizerName, TrainConfig
-from tfdeeplab.data import make_dataset, scan_split
+from tfdeeplab.data import Augmentation, make_dataset, scan_split
 from tfdeeplab.deeplabv3 import DeepLabV3
 from tfdeeplab.losses import SegmentationLoss, class_weights_from_frequencies
 from tfdeeplab.metrics import PixelAccuracy, mean_iou
@@ -139,6 +139,7 @@ def datasets(config):
         seed=config.seed,
         repeat=True,
         ignore_classes=config.ignore_classes,
+        augmentation=Augmentation(min_scale=config.min_scale, max_scale=config.max_scale),
     )
     # Every validation image counts, also with several replicas: `SegmentationModel` runs a
     # replica left without images by a last partial batch on a blank one.

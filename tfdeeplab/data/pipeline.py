@@ -114,7 +114,8 @@ def ignore_class_values(mask, ignore_classes, ignore_label):
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """Training augmentation settings (DeepLabV3, section 4)."""
+    """Training augmentation settings (DeepLabV3, section 4). Views are scaled by a factor
+    drawn uniformly from [min_scale, max_scale]."""
 
     min_scale: float = 0.5
     max_scale: float = 2.0
@@ -231,8 +232,10 @@ def make_dataset(
     drop_remainder=None,
     eval_view=EvalView.ORIGINAL,
     ignore_classes=(),
+    augmentation=Augmentation(),
 ):
-    """The tf.data pipeline over a validated folder; see `load_segmentation_folder`."""
+    """The tf.data pipeline over a validated folder; see `load_segmentation_folder`.
+    `augmentation`: the `Augmentation` settings of training views (with `augment`)."""
     size = tuple(int(s) for s in image_size)
     ignore = folder.ignore_label
     ignored = check_ignore_classes(ignore_classes, folder.num_classes, ignore)
@@ -256,7 +259,8 @@ def make_dataset(
         pairs = pairs.repeat()
     if augment:
         views = pairs.map(
-            lambda i, m: augment_pair(i, m, size, ignore), num_parallel_calls=tf.data.AUTOTUNE
+            lambda i, m: augment_pair(i, m, size, ignore, augmentation),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
     elif _resolve_view(EvalView(eval_view), folder, size) is EvalView.RESIZE:
         views = pairs.map(
