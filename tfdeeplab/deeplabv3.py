@@ -10,7 +10,7 @@ import keras
 from tfdeeplab.backbones import OUTPUT_STRIDES, get_backbone
 from tfdeeplab.layers.aspp import ASPP
 from tfdeeplab.layers.auxiliary_head import AuxiliaryHead
-from tfdeeplab.layers.decoder import deeplabv3plus_decoder
+from tfdeeplab.layers.decoder import LOW_LEVEL_FILTERS, deeplabv3plus_decoder
 from tfdeeplab.layers.pointrend import PointRendRefiner
 from tfdeeplab.layers.resize_like import AlignedPadding, CropLike, ResizeLike
 from tfdeeplab.segmentation_model import SegmentationModel
@@ -171,26 +171,17 @@ def DeepLabV3(
     features.name = "backbone"
     maps = features(padded)
     head_momentum = 0.99 if batchnorm_momentum is None else batchnorm_momentum
-    x = ASPP(aspp_filters, rates, dropout, head_momentum, name="aspp")(maps["high"])
-    if decoder:
-        x = deeplabv3plus_decoder(
-            x,
-            maps["low"],
-            aspp_filters,
-            batchnorm_momentum=head_momentum,
-            align_corners=align_corners,
-        )
-    coarse = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
+    aspp = ASPP(aspp_filters, rates, dropout, head_momentum, name="aspp")
+    coarse = _coarse_logits(aspp, maps, num_classes, decoder, align_corners)
     if aux_head:
-        head = _auxiliary_head(
-            num_classes, maps["mid"].shape[-1], aux_loss_weight, align_corners, head_momentum
-        )
+        head = _auxiliary_head(num_classes, maps, aux_loss_weight, align_corners, head_momentum)
         coarse = head([coarse, maps["mid"], padded, images])
     refiner = None
     if pointrend:
         stride = LOW_STRIDE if decoder else output_stride
-        steps = stride.bit_length() - 2 if subdivision_steps is None else subdivision_steps
-        refiner = _pointrend_refiner(num_classes, steps, pointrend_points, align_corners)
+        refiner = _pointrend_refiner(
+            num_classes, stride, subdivision_steps, pointrend_points, align_corners
+        )
     logits = _logits_at_input_size(coarse, maps["low"], padded, images, refiner, align_corners)
     name = name or f"deeplabv3{'plus' if decoder else ''}_{backbone}_os{output_stride}"
     if pointrend:
@@ -198,10 +189,25 @@ def DeepLabV3(
     return SegmentationModel(images, logits, name=name)
 
 
-def _auxiliary_head(num_classes, in_channels, loss_weight, align_corners, batchnorm_momentum):
+def _coarse_logits(aspp, maps, num_classes, decoder, align_corners):
+    """The classifier's logits from the ASPP features, through the decoder if asked."""
+    x = aspp(maps["high"])
+    if decoder:
+        x = deeplabv3plus_decoder(
+            x,
+            maps["low"],
+            aspp.filters,
+            LOW_LEVEL_FILTERS,
+            aspp.batchnorm_momentum,
+            align_corners,
+        )
+    return keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
+
+
+def _auxiliary_head(num_classes, maps, loss_weight, align_corners, batchnorm_momentum):
     return AuxiliaryHead(
         num_classes,
-        max(8, in_channels // 4),  # torchvision's in_channels // 4
+        max(8, maps["mid"].shape[-1] // 4),  # torchvision's in_channels // 4
         loss_weight=loss_weight,
         align_corners=align_corners,
         batchnorm_momentum=batchnorm_momentum,
@@ -209,7 +215,9 @@ def _auxiliary_head(num_classes, in_channels, loss_weight, align_corners, batchn
     )
 
 
-def _pointrend_refiner(num_classes, steps, points, align_corners):
+def _pointrend_refiner(num_classes, stride, steps, points, align_corners):
+    """The refiner of coarse logits at `stride`; `steps` None: down to stride 2."""
+    steps = stride.bit_length() - 2 if steps is None else steps
     return PointRendRefiner(
         num_classes,
         steps,
