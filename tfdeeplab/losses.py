@@ -157,16 +157,11 @@ class SegmentationLoss(keras.losses.Loss):
         }
 
 
-def point_loss(labels, logits, ignore_label, class_weights=None):
+def point_loss(labels, logits, ignore_label):
     """Cross-entropy of point logits (B, N, K) against labels (B, N), ignoring `ignore_label`:
-    the mean over the valid points of the global batch, also under `tf.distribute`. With
-    `class_weights` ((K,)), each point's term is weighted by its true class's weight, as
-    `SegmentationLoss` weights pixels."""
+    the mean over the valid points of the global batch, also under `tf.distribute`."""
     valid = tf.cast(labels != ignore_label, tf.float32)
-    safe_labels = tf.where(labels == ignore_label, 0, labels)
     per_point = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        safe_labels, tf.cast(logits, tf.float32)
+        tf.where(labels == ignore_label, 0, labels), tf.cast(logits, tf.float32)
     )
-    if class_weights is not None:
-        per_point = per_point * tf.gather(tf.constant(class_weights, tf.float32), safe_labels)
     return replica_mean(tf.reduce_sum(per_point * valid), tf.reduce_sum(valid))

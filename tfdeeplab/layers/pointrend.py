@@ -249,10 +249,7 @@ class PointRendRefiner(keras.layers.Layer):
 
     def training_loss(self, y, outputs, loss=None):
         """`point_loss_weight` × the cross-entropy of the point logits against the labels `y`
-        (B, H, W) or (B, H, W, 1) at the points, ignoring `ignore_label`, weighted by the
-        compiled `loss`'s `class_weights` when it has them (class-balanced training balances
-        the point head too: else the dense logits learn the rare classes and the point head,
-        which re-predicts the uncertain cells at inference, unlearns them)."""
+        (B, H, W) or (B, H, W, 1) at the points, ignoring `ignore_label`."""
         labels = tf.cast(sparse_labels(y, 4), tf.int32)
         # The points refer to the refiner's image: the input padded by `AlignedPadding`, if the
         # model pads. The padding has no labels.
@@ -264,7 +261,6 @@ class PointRendRefiner(keras.layers.Layer):
             labels_at_points(labels, outputs["points"], self.align_corners),
             outputs["point_logits"],
             self.ignore_label,
-            getattr(loss, "class_weights", None),
         )
         return self.point_loss_weight * tf.cast(value, tf.float32)
 
