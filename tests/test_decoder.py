@@ -66,6 +66,7 @@ def test_the_logits_follow_the_stride_4_features(model):
     assert relative_error(after, before) > 1e-2
 
 
+@pytest.mark.slow
 def test_exports_and_bridges_as_builtins(model, tmp_path):
     x = images(2, SIZE, SIZE)
     ops = assert_litert_matches(model, x)
@@ -75,6 +76,7 @@ def test_exports_and_bridges_as_builtins(model, tmp_path):
     np.testing.assert_allclose(bridged(x).numpy(), model.predict(x, verbose=0), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_pointrend_subdivides_once_from_stride_4_and_trains():
     keras.utils.set_random_seed(6)
     model = DeepLabV3(3, decoder=True, pointrend=True, **TINY)
