@@ -67,6 +67,9 @@ def write_vgg16_weights(path, convolutions=None):
 
     from tfdeeplab.atomic import atomic_output
 
+    path = Path(path)
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"--out {path}: Keras weights files end with .weights.h5")
     convolutions = hed_convolutions() if convolutions is None else convolutions
     vgg16 = keras.applications.VGG16(weights=None, include_top=False)
     for name in convolution_names():
@@ -76,10 +79,6 @@ def write_vgg16_weights(path, convolutions=None):
         if given != expected:
             raise ValueError(f"{name}: weights of shapes {given}, expected {expected}")
         layer.set_weights(convolutions[name])
-    path = Path(path)
-    if not path.name.endswith(".weights.h5"):
-        raise ValueError(f"--out {path}: Keras weights files end with .weights.h5")
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path, suffix=".weights.h5") as temporary:
         vgg16.save_weights(temporary)
     return path
