@@ -28,8 +28,10 @@ import tf_keras
 from tfdeeplab.layers.pointrend import (
     adaptive_subdivision,
     build_point_head,
+    pixel_features,
     point_head_layers,
     point_head_logits,
+    points_per_step,
 )
 from tfdeeplab.layers.resize_like import crop_like, pad_to_aligned, resize
 
@@ -143,10 +145,14 @@ class PointRendRefiner(tf_keras.layers.Layer):
         channels=256,
         num_layers=3,
         align_corners=False,
+        image_features=False,
+        points_stride=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.align_corners = bool(align_corners)
+        self.image_features = bool(image_features)
+        self.points_stride = points_stride
         self.num_classes = int(num_classes)
         self.steps = int(steps)
         self.points = points
@@ -157,7 +163,8 @@ class PointRendRefiner(tf_keras.layers.Layer):
         )
 
     def build(self, input_shapes):
-        build_point_head(self.hidden, self.predictor, input_shapes[1][-1], self.num_classes)
+        channels = input_shapes[1][-1] + (input_shapes[2][-1] if self.image_features else 0)
+        build_point_head(self.hidden, self.predictor, channels, self.num_classes)
         super().build(input_shapes)
 
     def _head(self, inputs):
@@ -168,8 +175,10 @@ class PointRendRefiner(tf_keras.layers.Layer):
         size = tf.shape(image)[1:3]
         if training:
             return resize(coarse, size, "bilinear", self.align_corners)
+        pixels = pixel_features(image) if self.image_features else None
+        points = points_per_step(size, self.points, self.points_stride)
         return adaptive_subdivision(
-            coarse, fine, size, self._head, self.steps, self.points, self.align_corners
+            coarse, fine, size, self._head, self.steps, points, self.align_corners, pixels
         )
 
     def get_config(self):
@@ -181,6 +190,8 @@ class PointRendRefiner(tf_keras.layers.Layer):
             "channels": self.channels,
             "num_layers": self.num_layers,
             "align_corners": self.align_corners,
+            "image_features": self.image_features,
+            "points_stride": self.points_stride,
         }
 
 
@@ -230,6 +241,8 @@ class _Builder:
                 layer.head.channels,
                 layer.head.num_layers,
                 layer.align_corners,
+                layer.image_features,
+                layer.points_stride,
                 name=layer.name,
             )
             self.pairs.append((refiner, layer))

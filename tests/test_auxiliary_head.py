@@ -86,9 +86,17 @@ def test_exports_hold_none_of_the_head(model, tmp_path):
 
 
 def test_pointrend_and_the_auxiliary_head_train_together():
-    model = DeepLabV3(3, aux_head=True, pointrend=True, **TINY)
+    model = DeepLabV3(
+        3,
+        aux_head=True,
+        pointrend=True,
+        pointrend_training_points=50,
+        pointrend_image_features=True,
+        **TINY,
+    )
     model.compile(keras.optimizers.SGD(0.01), SegmentationLoss(3))
     outputs = model(images(2, SIZE, SIZE), training=True)
     assert {"logits", "aux_logits", "point_logits", "points"} <= set(outputs)
+    assert outputs["points"].shape == (2, 50, 2)
     history = model.fit(images(2, SIZE, SIZE), _labels(), batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])

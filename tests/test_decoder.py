@@ -77,10 +77,10 @@ def test_exports_and_bridges_as_builtins(model, tmp_path):
 
 
 @pytest.mark.slow
-def test_pointrend_subdivides_once_from_stride_4_and_trains():
+def test_pointrend_subdivides_twice_from_stride_4_and_trains():
     keras.utils.set_random_seed(6)
     model = DeepLabV3(3, decoder=True, pointrend=True, **TINY)
-    assert model.get_layer("pointrend").steps == 1
+    assert model.get_layer("pointrend").steps == 2  # stride 4 → 2 → 1
     model.compile(keras.optimizers.SGD(0.01), SegmentationLoss(3))
     labels = np.random.default_rng(0).integers(0, 3, (2, SIZE, SIZE)).astype("int32")
     outputs = model(images(2, SIZE, SIZE), training=True)

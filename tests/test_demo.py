@@ -29,6 +29,7 @@ def _percent(value):
 def test_demo_writes_every_artifact(demo):
     for name in (
         "data/classes.json",
+        "train/final.keras",
         "train/best.keras",
         "train/training_curve.png",
         "evaluation.json",
@@ -66,7 +67,7 @@ def test_report_numbers_are_those_of_the_json_files(demo):
         ]
     latency = json.loads((demo / "latency.json").read_text())
     assert [row["label"] for row in latency["results"]] == [
-        "train/best.keras",
+        "train/final.keras",
         "export/saved_model",
         "export/model_fp32.tflite",
         "export/model_int8.tflite",
@@ -75,7 +76,10 @@ def test_report_numbers_are_those_of_the_json_files(demo):
         line = next(line for line in report.splitlines() if line.startswith(f"| {row['label']} |"))
         assert f"| {row['runs']['p50_ms']:.1f} |" in line and row["runs"]["count"] >= 3
     summary = json.loads((demo / "train" / "summary.json").read_text())
-    assert re.search(rf"best validation mIoU\s+{_percent(summary['best_val_mean_iou'])}%", report)
+    final, best = (_percent(summary[f"{k}_val_mean_iou"]) for k in ("final", "best"))
+    assert re.search(rf"validation mIoU\s+{final}% at the end \(final\.keras", report)
+    assert f"{best}% at the best epoch (best.keras)" in report
+    assert "## Evaluation of train/final.keras" in report
 
 
 @pytest.mark.slow
@@ -88,9 +92,9 @@ def test_a_finished_demo_is_not_overwritten_and_stages_resume(demo, capsys):
     # A demo stopped after its exports: running it again redoes only what is missing.
     (demo / "REPORT.md").unlink()
     (demo / "latency.json").unlink()
-    model_time = (demo / "train" / "best.keras").stat().st_mtime_ns
+    model_time = (demo / "train" / "final.keras").stat().st_mtime_ns
     assert main(["demo", "--out", str(demo), *TINY]) == 0
     printed = capsys.readouterr().out
     assert "training already finished" in printed and "the report is" in printed
-    assert (demo / "train" / "best.keras").stat().st_mtime_ns == model_time
+    assert (demo / "train" / "final.keras").stat().st_mtime_ns == model_time
     assert (demo / "REPORT.md").exists() and (demo / "latency.json").exists()

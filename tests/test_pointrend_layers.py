@@ -4,12 +4,15 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import assert_litert_matches, assert_save_load_equal, images
+from tfdeeplab import DeepLabV3
 from tfdeeplab.layers.point_features import point_sample
 from tfdeeplab.layers.pointrend import (
     PointHead,
     PointRendRefiner,
     _replace_rows,
     adaptive_subdivision,
+    pixel_features,
+    points_per_step,
 )
 from tfdeeplab.layers.resize_like import resize
 
@@ -132,13 +135,97 @@ def test_aligned_subdivision_with_a_head_that_agrees_is_one_bilinear_upsampling(
     assert [int(points.shape[1]) for points in seen] == [81, 81, 81]
 
 
-@pytest.mark.parametrize("align_corners", [False, True])
-def test_refiner_conventions_save_and_convert(tmp_path, align_corners):
+def test_image_features_are_the_pixels_at_each_point():
+    """With `pixels`, the head's fine input ends with the image at the point, bilinearly
+    sampled at full resolution: here an image whose red value is twice its column."""
+    coarse = tf.constant(np.random.default_rng(1).normal(size=(1, 4, 4, 3)), tf.float32)
+    centres = (np.arange(16) + 0.5) / 16  # the step-2 cell centres, as in the test above
+    fine = tf.constant(np.stack(np.meshgrid(centres, centres), -1)[None], tf.float32)
+    columns = np.broadcast_to(2.0 * np.arange(32), (32, 32))
+    image = np.stack([columns, np.full((32, 32), 255.0), np.zeros((32, 32))], -1)[None]
+    seen = []
+
+    def head(inputs):
+        seen.append(inputs[0])
+        return inputs[1]
+
+    adaptive_subdivision(coarse, fine, (32, 32), head, 2, 10, pixels=pixel_features(image))
+    for features in seen:
+        x = features[0, :, 0].numpy()  # the point's normalised x, from `fine`
+        red, green, blue = features[0, :, 2:].numpy().T
+        np.testing.assert_allclose(red, 2 * (32 * x - 0.5) / 127.5 - 1, atol=1e-5)
+        np.testing.assert_allclose(green, 1.0, atol=1e-6)
+        np.testing.assert_allclose(blue, -1.0, atol=1e-6)
+
+
+def test_image_features_widen_the_head_and_reach_it_in_training():
+    coarse, fine, image = _inputs()
+    plain = PointRendRefiner(3, steps=1, channels=4, training_points=7)
+    seeing = PointRendRefiner(3, steps=1, channels=4, training_points=7, image_features=True)
+    for refiner in (plain, seeing):
+        refiner([coarse, fine, image])
+    # Fine features (5), pixels (3) and the coarse prediction (3) enter the first layer.
+    assert seeing.head.hidden[0].kernel.shape[0] == plain.head.hidden[0].kernel.shape[0] + 3 == 11
+    config = seeing.get_config()
+    assert config["image_features"] and config["training_points"] == 7
+    assert PointRendRefiner.from_config(config).get_config() == config
+    outputs = seeing.training_outputs(coarse, fine, 255 * np.ones_like(image))
+    assert outputs["points"].shape == (2, 7, 2) and outputs["point_logits"].shape == (2, 7, 3)
+    # The head sees the pixels: another image changes its outputs at the same points.
+    tf.random.set_seed(5)
+    white = seeing.training_outputs(coarse, fine, 255 * np.ones_like(image))
+    tf.random.set_seed(5)
+    black = seeing.training_outputs(coarse, fine, np.zeros_like(image))
+    np.testing.assert_array_equal(white["points"], black["points"])
+    assert np.abs(white["point_logits"] - black["point_logits"]).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("align_corners", "image_features"), [(False, False), (True, False), (True, True)]
+)
+def test_refiner_conventions_save_and_convert(tmp_path, align_corners, image_features):
     image = keras.Input((None, None, 3))
     fine = keras.layers.Conv2D(6, 4, strides=4, padding="same", activation="relu")(image)
     coarse = keras.layers.Conv2D(3, 4, strides=4, padding="same")(fine)
-    refiner = PointRendRefiner(3, steps=2, channels=8, align_corners=align_corners)
+    refiner = PointRendRefiner(
+        3, steps=2, channels=8, align_corners=align_corners, image_features=image_features
+    )
     model = keras.Model(image, refiner([coarse, fine, image]))
     x = images(1, 65, 65)
     assert_save_load_equal(model, x, tmp_path, atol=1e-5)
     assert_litert_matches(model, x, rtol=1e-3, dynamic_size=False)
+
+
+def test_points_per_step_follow_the_image_size():
+    assert points_per_step((193, 193), 100, 4) == 100  # an explicit count wins
+    assert points_per_step((193, 193)) is None
+    assert int(points_per_step(tf.constant([193, 193]), None, 4)) == 49 * 49
+    assert int(points_per_step((64, 47), None, 4)) == 16 * 12
+
+
+def test_refiner_with_points_stride_refines_one_point_per_stride_cells():
+    coarse, fine, image = _inputs(batch=1, size=64)
+    refiner = PointRendRefiner(3, steps=2, channels=4, points_stride=4)
+    refiner([coarse, fine, image])
+    seen = []
+    call = refiner.head.call
+    refiner.head.call = lambda inputs: seen.append(inputs[0].shape[1]) or call(inputs)
+    refiner([coarse, fine, image])
+    # 64 px at stride 4: 16·16 = 256 points per step, capped by the 8×8 map of step 1.
+    assert seen == [64, 256]
+    assert PointRendRefiner.from_config(refiner.get_config()).points_stride == 4
+    with pytest.raises(ValueError, match="points_stride=0"):
+        PointRendRefiner(3, points_stride=0)
+
+
+def test_deeplabv3_refines_down_to_the_pixels_with_the_image_by_default():
+    model = DeepLabV3(3, "mobilenetv2", alpha=0.35, aspp_filters=8, pointrend=True)
+    refiner = model.get_layer("pointrend")
+    assert (refiner.steps, refiner.points, refiner.points_stride) == (4, None, 4)
+    assert refiner.image_features
+    explicit = DeepLabV3(3, "mobilenetv2", alpha=0.35, aspp_filters=8, pointrend=True,
+                         pointrend_points=100, pointrend_image_features=False,
+                         output_stride=8)  # fmt: skip
+    refiner = explicit.get_layer("pointrend")
+    assert (refiner.steps, refiner.points, refiner.points_stride) == (3, 100, None)
+    assert not refiner.image_features

@@ -92,7 +92,7 @@ def _native_stderr_closed():
 COMMANDS = {
     "demo": (
         "the main job end to end: data, model.fit, evaluation, verified SavedModel / TFLite "
-        "fp32 / int8 exports, latency table, REPORT.md (about 12 min on 2 cores)"
+        "fp32 / int8 exports, latency table, REPORT.md (about 15 min on 2 cores)"
     ),
     "train": "train with model.fit on a folder dataset",
     "lr-find": "learning-rate range test: loss-vs-rate curve (PNG) and a suggested --lr",

@@ -20,6 +20,8 @@ PAPER_RATES_AT_OS16 = (6, 12, 18)
 PAPER_CROP = 513
 # The stride of the backbones' "low" map, which the decoder's logits have.
 LOW_STRIDE = 4
+# PointRend's default points per subdivision step: the cells of the input's stride-4 map.
+POINTS_STRIDE = 4
 
 
 def default_aspp_rates(output_stride):
@@ -51,6 +53,7 @@ def _crop_of(input_shape, crop_size):
 
 
 def _check_rates(aspp_rates, output_stride, crop):
+    aspp_rates = "auto" if aspp_rates is None else aspp_rates
     if isinstance(aspp_rates, str):
         if aspp_rates != "auto":
             raise ValueError(f"aspp_rates={aspp_rates!r} must be 'auto' or positive integers")
@@ -91,6 +94,8 @@ def DeepLabV3(
     batchnorm_momentum=None,
     pointrend=False,
     pointrend_points=None,
+    pointrend_training_points=None,
+    pointrend_image_features=True,
     subdivision_steps=None,
     crop_size=None,
     align_corners=True,
@@ -121,10 +126,15 @@ def DeepLabV3(
         pointrend: add a PointRend head (Kirillov et al., arXiv:1912.08193) on the stride-4
             "low" features: `fit` trains it (see `PointRendDeepLab`), inference refines the
             most uncertain points by adaptive subdivision.
-        pointrend_points: points re-predicted per subdivision step; None: the cells of the
-            stride-OS/2 map.
-        subdivision_steps: None: log2(the coarse logits' stride) - 1 (to stride 2; the last 2×
-            is bilinear): log2(output_stride) - 1, or 1 with the decoder.
+        pointrend_points: points re-predicted per subdivision step; None: one per 4×4
+            pixels of the input (the cells of its stride-4 map, `POINTS_STRIDE`).
+        pointrend_training_points: points per image in training; None: the coarse map's
+            cells.
+        pointrend_image_features: the point head also reads the image's pixels at each point
+            (`PointRendRefiner`'s `image_features`; default True: the only full-resolution
+            evidence the head has, it is what lets the last steps place 1–3 px structures).
+        subdivision_steps: None: log2(the coarse logits' stride), down to stride 1 as
+            detectron2's semantic PointRend: log2(output_stride), or 2 with the decoder.
         crop_size: the training crop (pixels), which "auto" rates are scaled to when H and W
             of `input_shape` are None; None: 513, the paper's.
         align_corners: the pixel-grid convention of the logits' upsampling and PointRend's
@@ -151,25 +161,19 @@ def DeepLabV3(
         model named "backbone" (freeze it with `model.get_layer("backbone").trainable = False`).
     """
     _check_arguments(num_classes, output_stride, input_shape)
-    rates = _check_rates(
-        "auto" if aspp_rates is None else aspp_rates,
-        output_stride,
-        _crop_of(input_shape, crop_size),
-    )
+    rates = _check_rates(aspp_rates, output_stride, _crop_of(input_shape, crop_size))
     images = keras.Input(shape=tuple(input_shape), name="image")
     padded = AlignedPadding(name="aligned_padding")(images) if align_corners else images
-    features = get_backbone(
+    maps = _backbone_maps(
+        padded,
         backbone,
         output_stride=output_stride,
         weights=backbone_weights,
-        input_shape=padded.shape[1:],
         multi_grid=multi_grid,
         alpha=alpha,
         batchnorm_momentum=batchnorm_momentum,
         mid=aux_head,
     )
-    features.name = "backbone"
-    maps = features(padded)
     head_momentum = 0.99 if batchnorm_momentum is None else batchnorm_momentum
     aspp = ASPP(aspp_filters, rates, dropout, head_momentum, name="aspp")
     coarse = _coarse_logits(aspp, maps, num_classes, decoder, align_corners)
@@ -178,15 +182,27 @@ def DeepLabV3(
         coarse = head([coarse, maps["mid"], padded, images])
     refiner = None
     if pointrend:
-        stride = LOW_STRIDE if decoder else output_stride
         refiner = _pointrend_refiner(
-            num_classes, stride, subdivision_steps, pointrend_points, align_corners
+            num_classes,
+            LOW_STRIDE if decoder else output_stride,
+            subdivision_steps,
+            align_corners,
+            points=pointrend_points,
+            points_stride=POINTS_STRIDE if pointrend_points is None else None,
+            training_points=pointrend_training_points,
+            image_features=pointrend_image_features,
         )
     logits = _logits_at_input_size(coarse, maps["low"], padded, images, refiner, align_corners)
     name = name or f"deeplabv3{'plus' if decoder else ''}_{backbone}_os{output_stride}"
-    if pointrend:
-        return PointRendDeepLab(images, logits, name=f"{name}_pointrend")
-    return SegmentationModel(images, logits, name=name)
+    model = PointRendDeepLab if pointrend else SegmentationModel
+    return model(images, logits, name=f"{name}_pointrend" if pointrend else name)
+
+
+def _backbone_maps(padded, backbone, **options):
+    """The backbone (`get_backbone(backbone, **options)`, named "backbone") on `padded`."""
+    features = get_backbone(backbone, input_shape=padded.shape[1:], **options)
+    features.name = "backbone"
+    return features(padded)
 
 
 def _coarse_logits(aspp, maps, num_classes, decoder, align_corners):
@@ -215,16 +231,16 @@ def _auxiliary_head(num_classes, maps, loss_weight, align_corners, batchnorm_mom
     )
 
 
-def _pointrend_refiner(num_classes, stride, steps, points, align_corners):
-    """The refiner of coarse logits at `stride`; `steps` None: down to stride 2."""
-    steps = stride.bit_length() - 2 if steps is None else steps
+def _pointrend_refiner(num_classes, stride, steps, align_corners, **options):
+    """The refiner of coarse logits at `stride`; `steps` None: down to stride 1."""
+    steps = stride.bit_length() - 1 if steps is None else steps
     return PointRendRefiner(
         num_classes,
         steps,
-        points,
         align_corners=align_corners,
         dtype="float32",
         name="pointrend",
+        **options,
     )
 
 

@@ -37,7 +37,9 @@ def _training(summary):
         f"{summary['epochs_run_this_time']} epochs of {summary['steps_per_epoch']} steps in this "
         f"session{' (resumed)' if summary['resumed'] else ''}, "
         f"{summary['wall_seconds'] / 60:.1f} min at {summary['train_images_per_second']:.1f} "
-        f"images/s; best validation mIoU {percent(summary['best_val_mean_iou'])}%{budget}."
+        f"images/s; validation mIoU {percent(summary['final_val_mean_iou'])}% at the end "
+        f"(final.keras, evaluated below), {percent(summary['best_val_mean_iou'])}% at the best "
+        f"epoch (best.keras){budget}."
     )
 
 
@@ -88,7 +90,7 @@ def write_report(
 
 ![training curve](train/training_curve.png)
 
-## Evaluation of train/best.keras (validation split, {evaluation["images"]} images)
+## Evaluation of train/final.keras (validation split, {evaluation["images"]} images)
 
 {_evaluation(evaluation)}
 

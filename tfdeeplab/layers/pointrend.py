@@ -103,7 +103,33 @@ def _replace_rows(flat, indices, rows):
     return flat * (1 - mask) + values
 
 
-def adaptive_subdivision(coarse, fine, size, head, steps, points=None, align_corners=False):
+def pixel_features(image):
+    """The image as fine features of the point head: [0, 255] → [-1, 1], float32."""
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def fine_points(fine, where, align_corners=False, pixels=None):
+    """`point_sample` of the fine features at `where`, and of `pixels` (the image, see
+    `pixel_features`) concatenated after them when given."""
+    sampled = point_sample(fine, where, align_corners)
+    if pixels is None:
+        return sampled
+    pixels = point_sample(tf.cast(pixels, sampled.dtype), where, align_corners)
+    return tf.concat([sampled, pixels], axis=-1)
+
+
+def points_per_step(size, points=None, points_stride=None):
+    """`points`, or with `points_stride` s (and `points` None) the cells of the stride-s map
+    of an image of `size` (H, W), ceil(H / s) · ceil(W / s), as an int32 scalar."""
+    if points is not None or points_stride is None:
+        return points
+    cells = -(-tf.cast(size, tf.int32) // points_stride)
+    return cells[0] * cells[1]
+
+
+def adaptive_subdivision(
+    coarse, fine, size, head, steps, points=None, align_corners=False, pixels=None
+):
     """PointRend inference: `steps` times, upsample 2× and re-predict the most uncertain cells.
 
     As in training (and detectron2's `PointRendSemSegHead`), the point head's inputs at every
@@ -117,10 +143,13 @@ def adaptive_subdivision(coarse, fine, size, head, steps, points=None, align_cor
         size: the output (H, W), e.g. the image's.
         head: callable `[fine points (B, N, C), coarse points (B, N, K)]` → logits (B, N, K).
         steps: subdivision steps.
-        points: N per step; None: the cells of the map after the first step.
+        points: N per step (an int or a scalar int32 tensor); None: the cells of the map
+            after the first step.
         align_corners: the pixel-grid convention of every resize and point (see
             `tfdeeplab.layers.resize_like`); with it, an h-cell axis becomes 2h - 1 cells, so
             that the old cells keep their positions and one new cell falls between each pair.
+        pixels: None, or the image as `pixel_features` (B, H, W, C'), sampled at full
+            resolution beside the fine features (the head then reads C + C' features).
 
     Returns:
         Float32 logits (B, H, W, K), the refined map resized bilinearly to `size`.
@@ -137,13 +166,16 @@ def adaptive_subdivision(coarse, fine, size, head, steps, points=None, align_cor
         logits = resize(logits, (height, width), "bilinear", align_corners)
         cells = height * width
         if cap is None:
-            cap = cells if points is None else tf.constant(points)
+            cap = cells if points is None else tf.convert_to_tensor(points, tf.int32)
         indices, where = most_uncertain_cells(
             uncertainty(logits), tf.minimum(cap, cells), align_corners
         )
         flat = tf.reshape(logits, (shape[0], cells, classes))
         refined = head(
-            [point_sample(fine, where, align_corners), point_sample(coarse, where, align_corners)]
+            [
+                fine_points(fine, where, align_corners, pixels),
+                point_sample(coarse, where, align_corners),
+            ]
         )
         flat = _replace_rows(flat, indices, tf.cast(refined, tf.float32))
         logits = tf.reshape(flat, (shape[0], height, width, classes))
@@ -160,9 +192,15 @@ class PointRendRefiner(keras.layers.Layer):
         steps: subdivision steps; each halves the stride (3 takes OS 16 to stride 2).
         points: N per step; None re-predicts as many cells as the map after the first step has
             (the stride-OS/2 map), capped by the cells of each map.
+        points_stride: with `points` None, N per step is instead the number of cells of the
+            image's stride-`points_stride` map (4: one point per 4×4 pixels), so it follows
+            the image's size.
         channels, num_layers: the point head's width and depth.
 
         training_points: N per image in training; None uses the cells of the coarse map.
+        image_features: the point head also reads the image's pixels at each point (scaled to
+            [-1, 1]), full-resolution evidence beside the stride-4 features, for structures
+            thinner than a stride-4 cell.
         ignore_label: label without a point loss.
         point_loss_weight: weight of the point loss added to the dense loss.
         align_corners: the pixel-grid convention of the resizes and points (see
@@ -186,26 +224,37 @@ class PointRendRefiner(keras.layers.Layer):
         channels=256,
         num_layers=3,
         training_points=None,
+        points_stride=None,
         ignore_label=255,
         point_loss_weight=1.0,
         align_corners=False,
+        image_features=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if steps < 0 or (points is not None and points < 1):
-            raise ValueError(f"steps={steps} must be ≥ 0 and points={points} ≥ 1 (or None)")
+        if steps < 0 or any(n is not None and n < 1 for n in (points, points_stride)):
+            raise ValueError(
+                f"steps={steps} must be ≥ 0, points={points} and points_stride={points_stride} "
+                "≥ 1 (or None)"
+            )
         self.num_classes = int(num_classes)
         self.steps = int(steps)
         self.points = None if points is None else int(points)
+        self.points_stride = None if points_stride is None else int(points_stride)
         self.training_points_count = None if training_points is None else int(training_points)
         self.ignore_label = int(ignore_label)
         self.point_loss_weight = float(point_loss_weight)
         self.align_corners = bool(align_corners)
+        self.image_features = bool(image_features)
         self.head = PointHead(num_classes, channels, num_layers, name="point_head")
 
     def build(self, input_shapes):
-        _, fine_shape, _ = input_shapes
-        self.head.build(((None, None, fine_shape[-1]), (None, None, self.num_classes)))
+        _, fine_shape, image_shape = input_shapes
+        channels = fine_shape[-1] + (image_shape[-1] if self.image_features else 0)
+        self.head.build(((None, None, channels), (None, None, self.num_classes)))
+
+    def _pixels(self, image):
+        return pixel_features(image) if self.image_features else None
 
     def call(self, inputs, training=None):
         coarse, fine, image = inputs
@@ -213,7 +262,14 @@ class PointRendRefiner(keras.layers.Layer):
         if training:
             return resize(tf.cast(coarse, tf.float32), size, "bilinear", self.align_corners)
         return adaptive_subdivision(
-            coarse, fine, size, self.head, self.steps, self.points, self.align_corners
+            coarse,
+            fine,
+            size,
+            self.head,
+            self.steps,
+            points_per_step(size, self.points, self.points_stride),
+            self.align_corners,
+            self._pixels(image),
         )
 
     def training_outputs(self, coarse, fine, image, training=True):
@@ -239,7 +295,10 @@ class PointRendRefiner(keras.layers.Layer):
         # Point selection sees no gradient: it only decides where to look.
         points = sample_training_points(tf.stop_gradient(coarse32), count, align_corners=aligned)
         logits = self.head(
-            [point_sample(fine, points, aligned), point_sample(coarse32, points, aligned)]
+            [
+                fine_points(fine, points, aligned, self._pixels(image)),
+                point_sample(coarse32, points, aligned),
+            ]
         )
         return {
             "point_logits": tf.cast(logits, tf.float32),
@@ -274,10 +333,12 @@ class PointRendRefiner(keras.layers.Layer):
             "num_classes": self.num_classes,
             "steps": self.steps,
             "points": self.points,
+            "points_stride": self.points_stride,
             "channels": self.head.channels,
             "num_layers": self.head.num_layers,
             "training_points": self.training_points_count,
             "ignore_label": self.ignore_label,
             "point_loss_weight": self.point_loss_weight,
             "align_corners": self.align_corners,
+            "image_features": self.image_features,
         }
