@@ -28,6 +28,7 @@ import tf_keras
 from tfdeeplab.layers.pointrend import (
     adaptive_subdivision,
     build_point_head,
+    fine_channels,
     pixel_features,
     point_head_layers,
     point_head_logits,
@@ -163,7 +164,7 @@ class PointRendRefiner(tf_keras.layers.Layer):
         )
 
     def build(self, input_shapes):
-        channels = input_shapes[1][-1] + (input_shapes[2][-1] if self.image_features else 0)
+        channels = fine_channels(input_shapes, self.image_features)
         build_point_head(self.hidden, self.predictor, channels, self.num_classes)
         super().build(input_shapes)
 

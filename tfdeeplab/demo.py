@@ -202,6 +202,22 @@ def _benchmark(config, artifacts, out):
     return report
 
 
+def _trained_and_evaluated(config, out, stages):
+    """The data, training, evaluation and predictions stages, timed by `stages`.
+
+    Returns:
+        (data folder, training summary, final.keras loaded, its evaluation report).
+    """
+    data = stages.run("data", _data, config, out)
+    summary = stages.run("training (model.fit)", _train, config, data, out)
+    # The model the schedule ends with: best.keras is picked on the validation images that the
+    # evaluation scores, so its figures would be tuned on them.
+    model = keras.saving.load_model(summary["final_model"])
+    evaluation = stages.run("evaluation", _evaluate, config, model, data, out)
+    stages.run("predictions", _predictions, config, model, data, out)
+    return data, summary, model, evaluation
+
+
 def run_recipe(config):
     """The demo's data, training, evaluation and predictions stages, without exports or
     latency (`benchmarks.demo_recipe` runs them on other seeds and crops). Finished stages are
@@ -212,11 +228,7 @@ def run_recipe(config):
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = _data(config, out)
-    summary = _train(config, data, out)
-    model = keras.saving.load_model(summary["final_model"])
-    evaluation = _evaluate(config, model, data, out)
-    _predictions(config, model, data, out)
+    _, summary, _, evaluation = _trained_and_evaluated(config, out, _Stages())
     return summary, evaluation
 
 
@@ -228,13 +240,7 @@ def run_demo(config, command=None):
         out / "demo_config.json", json.dumps(dataclasses.asdict(config), indent=2).encode()
     )
     stages = _Stages()
-    data = stages.run("data", _data, config, out)
-    summary = stages.run("training (model.fit)", _train, config, data, out)
-    # The model the schedule ends with: best.keras is picked on the validation images that the
-    # evaluation scores, so its figures would be tuned on them.
-    model = keras.saving.load_model(summary["final_model"])
-    evaluation = stages.run("evaluation", _evaluate, config, model, data, out)
-    stages.run("predictions", _predictions, config, model, data, out)
+    data, summary, model, evaluation = _trained_and_evaluated(config, out, stages)
     exports = stages.run("exports", _exports, config, model, data, out)
     artifacts = [Path(summary["final_model"]), *(out / "export" / name for name in exports)]
     latency_report = stages.run("latency", _benchmark, config, artifacts, out)

@@ -108,6 +108,13 @@ def pixel_features(image):
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
+def fine_channels(input_shapes, image_features):
+    """C, the fine features the point head reads per point, from a refiner's input shapes
+    [coarse, fine, image]: the fine map's channels, plus the image's with `image_features`."""
+    _, fine_shape, image_shape = input_shapes
+    return fine_shape[-1] + (image_shape[-1] if image_features else 0)
+
+
 def fine_points(fine, where, align_corners=False, pixels=None):
     """`point_sample` of the fine features at `where`, and of `pixels` (the image, see
     `pixel_features`) concatenated after them when given."""
@@ -249,8 +256,7 @@ class PointRendRefiner(keras.layers.Layer):
         self.head = PointHead(num_classes, channels, num_layers, name="point_head")
 
     def build(self, input_shapes):
-        _, fine_shape, image_shape = input_shapes
-        channels = fine_shape[-1] + (image_shape[-1] if self.image_features else 0)
+        channels = fine_channels(input_shapes, self.image_features)
         self.head.build(((None, None, channels), (None, None, self.num_classes)))
 
     def _pixels(self, image):
