@@ -11,10 +11,15 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-_NAMES = {"BACKBONES": "backbones", "get_backbone": "backbones", "DeepLabV3": "deeplabv3"}
+_NAMES = {
+    "BACKBONES": "backbones",
+    "get_backbone": "backbones",
+    "DeepLabV3": "deeplabv3",
+    "from_torchvision": "torchvision_port",
+}
 _SUBMODULES = ("layers", "losses", "metrics", "schedules", "backbones", "deeplabv3")
 
-__all__ = ["BACKBONES", "DeepLabV3", "__version__", "get_backbone"]
+__all__ = ["BACKBONES", "DeepLabV3", "__version__", "from_torchvision", "get_backbone"]
 
 
 def register_serializables():

@@ -100,6 +100,7 @@ COMMANDS = {
     "predict": "palette mask and overlay PNGs",
     "show": "grid of image / ground truth / prediction rows with a class legend",
     "export": "SavedModel or (quantized) TFLite, verified against the Keras model",
+    "import-torchvision": "torchvision DeepLabV3 weights (.pth, .safetensors, .npz) → .keras",
 }
 
 
@@ -127,6 +128,7 @@ def build_parser():
         "predict": [(commands.PredictOptions, {})],
         "show": [(commands.ShowOptions, {})],
         "export": [(commands.ExportOptions, {})],
+        "import-torchvision": [(commands.ImportTorchvisionOptions, {})],
     }
     for command, help_text in COMMANDS.items():
         subparser = subparsers.add_parser(command, help=help_text)
@@ -161,7 +163,7 @@ def main(argv=None):
 
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RunExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RunExistsError) as error:
         message = str(error).splitlines()[0]
         print(f"tfdeeplab {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -105,6 +105,22 @@ class ExportOptions:
     overwrite: bool = setting(False, "replace an existing artifact")
 
 
+@dataclasses.dataclass(kw_only=True)
+class ImportTorchvisionOptions:
+    arch: str = setting(
+        help="torchvision builder",
+        choices=("deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large"),
+    )
+    weights: str = setting(
+        help=".pth/.pt (needs torch), .safetensors or .npz state dict, or a torchvision "
+        "weights name such as COCO_WITH_VOC_LABELS_V1 (needs torchvision and internet)"
+    )
+    out: str = setting(help="the .keras model to write")
+    num_classes: int | None = setting(None, "default: the state dict's")
+    aux: bool = setting(False, "keep the auxiliary FCN head (training only)")
+    overwrite: bool = setting(False, "replace an existing file")
+
+
 def demo_command(args):
     """The main job: data, model.fit, evaluation, verified exports, latency, REPORT.md."""
     from tfdeeplab.demo import run_demo
@@ -132,6 +148,21 @@ def lr_find_command(args):
     config = TrainConfig(**values(TrainConfig, args))
     options = LrFindOptions(**values(LrFindOptions, args))
     find_learning_rate(config, options.sweep_steps, options.min_lr, options.max_lr)
+    return 0
+
+
+def import_torchvision_command(args):
+    from tfdeeplab.atomic import refuse_overwrite
+    from tfdeeplab.callbacks import save_model_atomically
+    from tfdeeplab.torchvision_port import from_torchvision
+
+    if not args.out.endswith(".keras"):
+        raise ValueError(f"--out {args.out}: the model file must end in .keras")
+    refuse_overwrite(args.out, args.overwrite, "--overwrite")
+    model = from_torchvision(args.arch, args.weights, args.num_classes, args.aux)
+    save_model_atomically(model, args.out)
+    classes = model.output_shape[-1]
+    print(f"Wrote {args.out}: torchvision {args.arch}, {classes} classes")
     return 0
 
 

@@ -6,10 +6,10 @@ from tfdeeplab.layers.atrous import AtrousConv2D
 from tfdeeplab.layers.fused_batch_norm import FusedBatchNormalization
 
 
-def _conv_bn_relu(conv, name, momentum):
+def _conv_bn_relu(conv, name, momentum, epsilon):
     return [
         conv,
-        FusedBatchNormalization(momentum=momentum, name=f"{name}_bn"),
+        FusedBatchNormalization(momentum=momentum, epsilon=epsilon, name=f"{name}_bn"),
         keras.layers.ReLU(name=f"{name}_relu"),
     ]
 
@@ -27,6 +27,7 @@ class ASPP(keras.layers.Layer):
         rates: dilation rates of the 3×3 branches; (6, 12, 18) at output stride 16.
         dropout: dropout rate after the projection.
         batchnorm_momentum: momentum of the BatchNormalization layers.
+        batchnorm_epsilon: their epsilon (Keras' 1e-3 by default; torchvision's is 1e-5).
 
     Input (B, H, W, C) backbone features; output (B, H, W, filters).
 
@@ -40,30 +41,37 @@ class ASPP(keras.layers.Layer):
     """
 
     def __init__(
-        self, filters=256, rates=(6, 12, 18), dropout=0.1, batchnorm_momentum=0.99, **kwargs
+        self,
+        filters=256,
+        rates=(6, 12, 18),
+        dropout=0.1,
+        batchnorm_momentum=0.99,
+        batchnorm_epsilon=1e-3,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.rates = tuple(int(r) for r in rates)
         self.dropout = float(dropout)
         self.batchnorm_momentum = float(batchnorm_momentum)
-        momentum = self.batchnorm_momentum
+        self.batchnorm_epsilon = float(batchnorm_epsilon)
+        bn = (self.batchnorm_momentum, self.batchnorm_epsilon)
         conv = keras.layers.Conv2D
         self.branches = [
-            _conv_bn_relu(conv(filters, 1, use_bias=False, name="aspp0"), "aspp0", momentum)
+            _conv_bn_relu(conv(filters, 1, use_bias=False, name="aspp0"), "aspp0", *bn)
         ]
         for i, rate in enumerate(self.rates, start=1):
             atrous = AtrousConv2D(
                 filters, 3, padding="same", dilation_rate=rate, use_bias=False, name=f"aspp{i}"
             )
-            self.branches.append(_conv_bn_relu(atrous, f"aspp{i}", momentum))
+            self.branches.append(_conv_bn_relu(atrous, f"aspp{i}", *bn))
         self.pooling = keras.layers.GlobalAveragePooling2D(keepdims=True, name="image_pool")
         self.pool_branch = _conv_bn_relu(
-            conv(filters, 1, use_bias=False, name="image_pool_conv"), "image_pool", momentum
+            conv(filters, 1, use_bias=False, name="image_pool_conv"), "image_pool", *bn
         )
         self.concat = keras.layers.Concatenate(name="concat")
         self.projection = _conv_bn_relu(
-            conv(filters, 1, use_bias=False, name="projection"), "projection", momentum
+            conv(filters, 1, use_bias=False, name="projection"), "projection", *bn
         )
         self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout")
 
@@ -99,4 +107,5 @@ class ASPP(keras.layers.Layer):
             "rates": list(self.rates),
             "dropout": self.dropout,
             "batchnorm_momentum": self.batchnorm_momentum,
+            "batchnorm_epsilon": self.batchnorm_epsilon,
         }

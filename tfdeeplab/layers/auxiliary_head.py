@@ -30,6 +30,7 @@ class AuxiliaryHead(keras.layers.Layer):
         loss_weight: weight of its loss (0.4 in arcgis.learn; torchvision's reference uses 0.5).
         align_corners: the upsampling convention of the model's logits.
         batchnorm_momentum: of its BatchNormalization.
+        batchnorm_epsilon: of its BatchNormalization (Keras' 1e-3; torchvision's is 1e-5).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class AuxiliaryHead(keras.layers.Layer):
         loss_weight=0.4,
         align_corners=True,
         batchnorm_momentum=0.99,
+        batchnorm_epsilon=1e-3,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -49,10 +51,13 @@ class AuxiliaryHead(keras.layers.Layer):
         self.loss_weight = float(loss_weight)
         self.align_corners = bool(align_corners)
         self.batchnorm_momentum = float(batchnorm_momentum)
+        self.batchnorm_epsilon = float(batchnorm_epsilon)
         self.conv = keras.layers.Conv2D(
             self.channels, 3, padding="same", use_bias=False, name="aux_conv"
         )
-        self.bn = FusedBatchNormalization(momentum=self.batchnorm_momentum, name="aux_bn")
+        self.bn = FusedBatchNormalization(
+            momentum=self.batchnorm_momentum, epsilon=self.batchnorm_epsilon, name="aux_bn"
+        )
         self.dropout_layer = keras.layers.Dropout(self.dropout, name="aux_dropout")
         self.classifier = keras.layers.Conv2D(self.num_classes, 1, name="aux_classifier")
 
@@ -92,4 +97,5 @@ class AuxiliaryHead(keras.layers.Layer):
             "loss_weight": self.loss_weight,
             "align_corners": self.align_corners,
             "batchnorm_momentum": self.batchnorm_momentum,
+            "batchnorm_epsilon": self.batchnorm_epsilon,
         }
