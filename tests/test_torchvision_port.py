@@ -211,3 +211,47 @@ def test_import_torchvision_command_writes_a_model_predict_uses(mobile, tmp_path
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("tfdeeplab import-torchvision: error: the state dict does not fit")
     assert "key 'classifier.4.weight' has shape (21, 256, 1, 1), expected (5, 256, 1, 1)" in error
+
+
+def classifier_state(state, arch):
+    """The state dict of torchvision's ImageNet classifier with the fixture's trunk weights:
+    DeepLabV3's "backbone." keys renamed as in `resnet50` / `mobilenet_v3_large`, plus a
+    classifier (which the backbone must drop)."""
+    resnet = "resnet" in arch
+    prefix, head = ("", "fc") if resnet else ("features.", "classifier.0")
+    renamed = {
+        k.replace("backbone.", prefix, 1): v for k, v in state.items() if k.startswith("backbone.")
+    }
+    renamed[f"{head}.weight"] = np.zeros((1000, 2048 if resnet else 960), np.float32)
+    return renamed
+
+
+@pytest.mark.parametrize(
+    "arch, name, stride",
+    [("deeplabv3_resnet50", "resnet50_tv", 8), (MOBILE, "mobilenet_v3_large_tv", 16)],
+)
+def test_torchvision_backbones_take_the_classifiers_state_dict(arch, name, stride):
+    import tfdeeplab
+
+    _, state, outputs = reference(arch)
+    trunk = tfdeeplab.get_backbone(name, stride, weights=classifier_state(state, arch), mid=True)
+    assert trunk.name == f"{name}_os{stride}"
+    image = images_of(outputs)[1]
+    expected = from_torchvision(arch, state).get_layer("backbone")(image)
+    for key, value in trunk(image).items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(expected[key]))
+    model = tfdeeplab.DeepLabV3(3, backbone=name, output_stride=stride, crop_size=97)
+    assert model(image).shape == (1, 130, 98, 3)
+
+
+def test_torchvision_backbone_mistakes_name_the_argument():
+    import tfdeeplab
+    from tfdeeplab.config import TrainConfig
+
+    with pytest.raises(ValueError, match="output_stride=8 is not supported by backbone="):
+        tfdeeplab.get_backbone("mobilenet_v3_large_tv", 8)
+    with pytest.raises(ValueError, match="takes neither multi_grid nor alpha"):
+        tfdeeplab.get_backbone("resnet50_tv", 16, multi_grid=(1, 2, 4))
+    with pytest.raises(ValueError, match="'resnet101_tv'"):
+        TrainConfig(data="d", out="o", backbone="resnet18")
+    assert TrainConfig(data="d", out="o", backbone="resnet50_tv").backbone == "resnet50_tv"

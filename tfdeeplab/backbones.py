@@ -22,6 +22,7 @@ import keras
 from tfdeeplab.layers.atrous import AtrousConv2D, AtrousDepthwiseConv2D, AtrousSeparableConv2D
 from tfdeeplab.layers.fused_batch_norm import FusedBatchNormalization
 from tfdeeplab.layers.image_normalization import ImageNormalization, NormalizationMode
+from tfdeeplab.torchvision_port.backbones import TORCHVISION_BACKBONES, torchvision_backbone
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -133,8 +134,14 @@ def _choose(name, value, allowed):
         )
 
 
+def backbone_names():
+    """Every backbone `get_backbone` builds: keras.applications' (`BACKBONES`) and
+    torchvision's layouts (`TORCHVISION_BACKBONES`, names ending in "_tv")."""
+    return (*BACKBONES, *TORCHVISION_BACKBONES)
+
+
 def _validate(name, output_stride, multi_grid, alpha):
-    _choose("backbone", name, tuple(BACKBONES))
+    _choose("backbone", name, backbone_names())
     _choose("output_stride", output_stride, OUTPUT_STRIDES)
     spec = BACKBONES[name]
     if multi_grid is not None:
@@ -211,10 +218,14 @@ def get_backbone(
     """A dilated feature extractor following a keras.applications architecture.
 
     Args:
-        name: one of `BACKBONES`: resnet50, resnet101, vgg16, densenet121, mobilenetv2, xception.
+        name: one of `BACKBONES`: resnet50, resnet101, vgg16, densenet121, mobilenetv2,
+            xception (keras.applications' layouts); or of `TORCHVISION_BACKBONES`: resnet50_tv,
+            resnet101_tv, mobilenet_v3_large_tv (torchvision's layouts, for torchvision's
+            weights; see `tfdeeplab.torchvision_port.backbones`).
         output_stride: 8, 16 or 32, the ratio of input size to "high" feature size.
         weights: None (random), "imagenet" (keras.applications' download), or the path of a
-            keras.applications `include_top=False` weights file.
+            keras.applications `include_top=False` weights file; for the "_tv" backbones, a
+            torchvision classifier's state dict (file or mapping) or weights name.
         input_shape: (H, W, 3); H and W may be None.
         multi_grid: unit rates multiplying the last ResNet block's rates, e.g. (1, 2, 4).
         alpha: MobileNetV2 width multiplier.
@@ -231,6 +242,14 @@ def get_backbone(
         Xception keeps keras.applications' unpadded stem (needed for its weights to give the
         same features), so its maps can be one cell smaller than the ceiling.
     """
+    if name in TORCHVISION_BACKBONES:
+        if multi_grid is not None or alpha != 1.0:
+            raise ValueError(
+                f"backbone={name!r} takes neither multi_grid nor alpha (torchvision's layout)"
+            )
+        return torchvision_backbone(
+            name, output_stride, weights, input_shape, batchnorm_momentum, mid
+        )
     spec = _validate(name, output_stride, multi_grid, alpha)
     kwargs = {"alpha": alpha} if spec.supports_alpha else {}
     application = spec.application(

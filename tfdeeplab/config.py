@@ -117,11 +117,12 @@ class TrainConfig:
     verbose: int | str = "auto"
 
     def __post_init__(self):
-        from tfdeeplab.backbones import BACKBONES
+        from tfdeeplab.backbones import backbone_names
 
-        if self.backbone not in BACKBONES:
+        if self.backbone not in backbone_names():
             raise ValueError(
-                f"backbone={self.backbone!r} is not supported; choose one of {sorted(BACKBONES)}"
+                f"backbone={self.backbone!r} is not supported; choose one of "
+                f"{sorted(backbone_names())}"
             )
         # Paths as strings: config.json and summary.json are JSON.
         self.data, self.out = str(self.data), str(self.out)

@@ -20,7 +20,12 @@ from tfdeeplab.segmentation_model import SegmentationModel
 from tfdeeplab.torchvision_port.layers import TORCH_MOMENTUM, StateDictSlots
 from tfdeeplab.torchvision_port.mobilenet_v3 import mobilenet_v3_large_tv
 from tfdeeplab.torchvision_port.resnet import resnet_tv
-from tfdeeplab.torchvision_port.state_dict import StateDictError, load_state_dict, read_state_dict
+from tfdeeplab.torchvision_port.state_dict import (
+    StateDictError,
+    load_state_dict,
+    names_torchvision_weights,
+    read_state_dict,
+)
 
 HEAD_EPSILON = 1e-5
 HEAD_CHANNELS = 256
@@ -119,7 +124,7 @@ def _resolve_weights(arch, weights):
     """A torchvision weights enum member's name (e.g. "COCO_WITH_VOC_LABELS_V1") → its state
     dict through torchvision (which downloads it); anything else is read by
     `read_state_dict`."""
-    if isinstance(weights, str) and weights.isidentifier() and weights.isupper():
+    if names_torchvision_weights(weights):
         try:
             import torchvision
         except ImportError:

@@ -24,11 +24,13 @@ class StateDictSlots:
     Args:
         prefix: prefixed to every recorded key (e.g. "backbone.").
         strip: removed from layer names (names inside a nested model need not repeat it).
+        momentum: of every BatchNormalization built (Keras' convention; PyTorch's 0.1 is 0.9).
     """
 
-    def __init__(self, prefix="", strip=""):
+    def __init__(self, prefix="", strip="", momentum=TORCH_MOMENTUM):
         self.prefix = prefix
         self.strip = strip
+        self.momentum = momentum
         self.layers = {}
 
     def add(self, key, layer):
@@ -62,7 +64,9 @@ class StateDictSlots:
             raise ValueError(f"{name}: groups={groups} is neither 1 nor depthwise")
         return self.add(key, layer)(x)
 
-    def batch_norm(self, x, key, epsilon, momentum=TORCH_MOMENTUM):
+    def batch_norm(self, x, key, epsilon):
         """`nn.BatchNorm2d(eps=epsilon)` on `x`."""
-        layer = FusedBatchNormalization(momentum=momentum, epsilon=epsilon, name=self.name(key))
+        layer = FusedBatchNormalization(
+            momentum=self.momentum, epsilon=epsilon, name=self.name(key)
+        )
         return self.add(key, layer)(x)

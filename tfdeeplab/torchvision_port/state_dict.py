@@ -23,6 +23,12 @@ class StateDictError(ValueError):
     """A state dict whose keys or shapes do not fit the model: the message names them."""
 
 
+def names_torchvision_weights(weights):
+    """Whether `weights` names a member of a torchvision weights enum (e.g.
+    "COCO_WITH_VOC_LABELS_V1", "IMAGENET1K_V2") rather than a file."""
+    return isinstance(weights, str) and weights.isidentifier() and weights.isupper()
+
+
 def _as_array(name, value):
     if hasattr(value, "detach"):  # a torch.Tensor
         value = value.detach().cpu().numpy()
