@@ -41,6 +41,12 @@ class TrainConfig:
 
     data: str = setting(help="folder with images/ and masks/")
     out: str = setting(help="run folder (resumes if interrupted)")
+    init: str | None = setting(
+        None,
+        "a .keras model to start from, architecture and weights (e.g. from tfdeeplab "
+        "import-torchvision); the architecture options below are then not used, except "
+        "--pointrend, which adds a PointRend head to a model without one",
+    )
     backbone: str = setting("mobilenetv2", "feature extractor (see tfdeeplab.BACKBONES)")
     output_stride: int = setting(16, "stride of the ASPP features", choices=(8, 16, 32))
     alpha: float = setting(1.0, "MobileNetV2 width multiplier")

@@ -27,6 +27,8 @@ from tfdeeplab.callbacks import (
 from tfdeeplab.config import Distribution, OptimizerName, TrainConfig
 from tfdeeplab.data import Augmentation, make_dataset, scan_split
 from tfdeeplab.deeplabv3 import DeepLabV3
+from tfdeeplab.init_model import load_initial_model
+from tfdeeplab.layers.aspp import ASPP
 from tfdeeplab.losses import SegmentationLoss, class_weights_from_frequencies
 from tfdeeplab.metrics import PixelAccuracy, mean_iou
 from tfdeeplab.plots import read_history, training_curves
@@ -171,22 +173,25 @@ def compiled_model(config, train_folder, steps, schedule=None):
     """DeepLabV3 with its optimizer, loss and metrics, in the current scope. `schedule`:
     default `learning_rate_schedule(config, steps)`."""
     num_classes = train_folder.num_classes
-    model = DeepLabV3(
-        num_classes,
-        backbone=config.backbone,
-        output_stride=config.output_stride,
-        alpha=config.alpha,
-        aspp_filters=config.aspp_filters,
-        backbone_weights=config.backbone_weights,
-        batchnorm_momentum=config.batchnorm_momentum,
-        pointrend=config.pointrend,
-        pointrend_points=config.pointrend_points,
-        pointrend_training_points=config.pointrend_training_points,
-        pointrend_image_features=config.pointrend_image_features,
-        aux_head=config.aux_head,
-        decoder=config.decoder,
-        crop_size=config.image_size,
-    )
+    if config.init:
+        model = load_initial_model(config, num_classes)
+    else:
+        model = DeepLabV3(
+            num_classes,
+            backbone=config.backbone,
+            output_stride=config.output_stride,
+            alpha=config.alpha,
+            aspp_filters=config.aspp_filters,
+            backbone_weights=config.backbone_weights,
+            batchnorm_momentum=config.batchnorm_momentum,
+            pointrend=config.pointrend,
+            pointrend_points=config.pointrend_points,
+            pointrend_training_points=config.pointrend_training_points,
+            pointrend_image_features=config.pointrend_image_features,
+            aux_head=config.aux_head,
+            decoder=config.decoder,
+            crop_size=config.image_size,
+        )
     schedule = schedule or learning_rate_schedule(config, steps)
     optimizer = make_optimizer(config, schedule, model)
     # Slots for every variable, so that unfreezing the backbone later needs no rebuild.
@@ -277,11 +282,12 @@ def train(config: TrainConfig, callbacks=()):
     with dtype_policy(config.mixed_precision), strategy.scope():
         schedule = learning_rate_schedule(config, steps)
         model = compiled_model(config, train_folder, steps, schedule)
-    aspp_rates = model.get_layer("aspp").rates
-    print(
-        f"ASPP rates {aspp_rates} for {config.image_size}² crops at output stride "
-        f"{config.output_stride} (a {-(-config.image_size // config.output_stride)}-cell map)"
-    )
+    aspp_rates = next(layer.rates for layer in model.layers if isinstance(layer, ASPP))
+    if not config.init:  # an --init model keeps its own rates and stride
+        print(
+            f"ASPP rates {aspp_rates} for {config.image_size}² crops at output stride "
+            f"{config.output_stride} (a {-(-config.image_size // config.output_stride)}-cell map)"
+        )
     _distribute(model, config, strategy)
     own = training_callbacks(config, out, schedule)
     start = time.monotonic()
