@@ -42,6 +42,20 @@ def test_rates_scale_with_output_stride():
     assert tiny(aspp_rates=(2, 4)).get_layer("aspp").rates == (2, 4)
 
 
+def test_light_head_has_only_image_pooling_and_the_1x1_branch():
+    """aspp_rates=() (`--aspp-rates none`): DeepLab's mobile head, no 3×3 branch."""
+    from tfdeeplab.options import parse_aspp_rates
+
+    model = tiny(aspp_rates=())
+    aspp = model.get_layer("aspp")
+    assert aspp.rates == () and len(aspp.branches) == 1
+    assert aspp.projection[0].kernel.shape[-2] == 2 * aspp.filters  # 1×1 + image pooling
+    ops = assert_litert_matches(model, images(1, 64, 64))
+    assert ops.count("CONV_2D") < assert_litert_matches(tiny(), images(1, 64, 64)).count("CONV_2D")
+    assert parse_aspp_rates("none") == () and parse_aspp_rates("auto") == "auto"
+    assert parse_aspp_rates("6,12,18") == (6, 12, 18)
+
+
 def test_batchnorm_momentum_reaches_every_layer():
     def momenta(model):
         return {
@@ -111,8 +125,7 @@ def test_fit_learns_a_colour_to_class_task(trained_tiny):
         ({"num_classes": 0}, "num_classes=0 must be an integer ≥ 1"),
         ({"backbone": "resnet34"}, "backbone='resnet34' is not supported; choose one of"),
         ({"output_stride": 4}, "output_stride=4 is not supported; choose one of: 8, 16, 32"),
-        ({"aspp_rates": (6, -1)}, "must be one or more positive integers"),
-        ({"aspp_rates": ()}, "must be one or more positive integers"),
+        ({"aspp_rates": (6, -1)}, "must be positive integers, e.g. \\(6, 12, 18\\)"),
         ({"aspp_rates": "paper"}, "must be 'auto' or positive integers"),
         ({"input_shape": (64, 64, 1)}, "must be \\(H, W, 3\\)"),
     ],

@@ -7,7 +7,7 @@ import dataclasses
 import enum
 from pathlib import Path
 
-from tfdeeplab.options import int_list, setting
+from tfdeeplab.options import int_list, parse_aspp_rates, setting
 
 
 class OptimizerName(str, enum.Enum):
@@ -52,6 +52,12 @@ class TrainConfig:
     alpha: float = setting(1.0, "MobileNetV2 width multiplier")
     backbone_weights: str | None = setting(None, "imagenet or a weights file")
     aspp_filters: int = setting(256, "channels of every ASPP branch")
+    aspp_rates: str | tuple = setting(
+        "auto",
+        "rates of ASPP's 3×3 branches: auto (scaled to the crop), none (image pooling + 1×1 "
+        "branch only: DeepLab's mobile head), or e.g. 6,12,18",
+        parse=parse_aspp_rates,
+    )
     batchnorm_momentum: float = setting(
         0.9,
         "BatchNorm momentum of every layer (0.9 = PyTorch's 0.1); keras.applications' 0.999 "
@@ -178,6 +184,7 @@ DEMO_TRAINING_OPTIONS = (
     "backbone",
     "alpha",
     "output_stride",
+    "aspp_rates",
     "pointrend",
     "decoder",
     "aux_head",

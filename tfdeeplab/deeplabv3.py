@@ -59,10 +59,11 @@ def _check_rates(aspp_rates, output_stride, crop):
             raise ValueError(f"aspp_rates={aspp_rates!r} must be 'auto' or positive integers")
         return auto_aspp_rates(output_stride, PAPER_CROP if crop is None else crop)
     rates = tuple(aspp_rates)
-    if not rates or any(isinstance(r, bool) or int(r) != r or r < 1 for r in rates):
+    if any(isinstance(r, bool) or int(r) != r or r < 1 for r in rates):
         raise ValueError(
-            f"aspp_rates={aspp_rates!r} must be one or more positive integers, "
-            f"e.g. {default_aspp_rates(output_stride)} at output_stride={output_stride}."
+            f"aspp_rates={aspp_rates!r} must be positive integers, e.g. "
+            f"{default_aspp_rates(output_stride)} at output_stride={output_stride}, or () for "
+            "the light head"
         )
     if crop is not None:
         feature = -(-crop // output_stride)
@@ -113,6 +114,8 @@ def DeepLabV3(
         aspp_rates: rates of the 3×3 ASPP branches, or "auto" (default): the paper's (6, 12, 18)
             at output stride 16 for a 513 crop, scaled to the training crop's feature map (see
             `auto_aspp_rates`). Explicit rates that do not fit the crop's map give a warning.
+            () is the light head of DeepLab's mobile models: image pooling and the 1×1 branch
+            only (no 3×3 branch reads the high-level features).
         multi_grid: unit rates of the last ResNet block, e.g. (1, 2, 4).
         aspp_filters: channels of the ASPP branches and projection.
         dropout: dropout rate after the ASPP projection.

@@ -33,6 +33,17 @@ def int_list(text):
         ) from None
 
 
+def parse_aspp_rates(text):
+    """--aspp-rates: "auto", "none" (no 3×3 branch: image pooling + the 1×1 branch, DeepLab's
+    mobile head) → (), or a comma-separated list "6,12,18" → (6, 12, 18)."""
+    if text in ("auto", "none"):
+        return "auto" if text == "auto" else ()
+    rates = int_list(text)
+    if not rates:
+        raise argparse.ArgumentTypeError("give auto, none or rates such as 6,12,18")
+    return rates
+
+
 def _value_type(annotation):
     """int for `int` and `int | None`; the first non-None member of a union."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:

@@ -182,6 +182,7 @@ def compiled_model(config, train_folder, steps, schedule=None):
             output_stride=config.output_stride,
             alpha=config.alpha,
             aspp_filters=config.aspp_filters,
+            aspp_rates=config.aspp_rates,
             backbone_weights=config.backbone_weights,
             batchnorm_momentum=config.batchnorm_momentum,
             pointrend=config.pointrend,
