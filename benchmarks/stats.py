@@ -22,13 +22,15 @@ def machine():
 
 
 def _cpu_flags():
-    """The CPU features int8 and oneDNN timings depend on (AVX2, AVX-512, VNNI, AMX)."""
+    """The CPU features int8, bfloat16 and oneDNN timings depend on (AVX2, AVX-512, VNNI,
+    bfloat16, AMX)."""
     try:
         with open("/proc/cpuinfo") as file:
             for line in file:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+                    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                              "amx_bf16", "amx_int8")  # fmt: skip
                     return [flag for flag in wanted if flag in flags]
     except OSError:
         pass
