@@ -12,6 +12,9 @@ from tfdeeplab.layers.atrous import native_dilation
 _TF_IO_TYPES = {IOType.UINT8: tf.uint8, IOType.INT8: tf.int8}
 
 
+DYNAMIC = "dynamic"  # export_tflite's input_size for a file with dynamic H and W
+
+
 def _inference_function(model, output, byte_input=False):
     """model(image) as a tf.function, with the argmax in the graph for `Output.MASK`.
 
@@ -134,7 +137,9 @@ def export_tflite(
             `converters.quantization_aware_training` with quantization="qat").
         path: the `.tflite` file to write.
         quantization: "none" (fp32), "float16", "dynamic", "int8" or "qat" (`Quantization`).
-        input_size: (H, W) of the exported input (batch 1, static: delegates want static sizes).
+        input_size: (H, W) of the exported input (batch 1, static: delegates want static
+            sizes), or "dynamic": H and W unknown, for servers (the interpreter's
+            `resize_tensor_input` sets them; int8 calibrates on the images at their own sizes).
         representative_data: for "int8", images or (images, masks) batches from the real input
             pipeline (`converters.calibration_dataset`); for "qat", the (images, masks)
             batches to fine-tune on, at `input_size`.
@@ -150,6 +155,8 @@ def export_tflite(
     quantization = Quantization.parse(quantization, "quantization")
     refuse_overwrite(path, overwrite)
     height, width = _size_pair(input_size)
+    if quantization is Quantization.QAT and height is None:
+        raise ValueError("quantization='qat' fine-tunes at a static input_size, not 'dynamic'")
     if quantization is Quantization.QAT and isinstance(model, keras.Model):
         from converters.qat import QATOptions, quantization_aware_training
 
@@ -175,7 +182,12 @@ def export_tflite(
 
 
 def _size_pair(input_size):
+    """(H, W) ints, or (None, None) for `DYNAMIC`."""
+    if input_size == DYNAMIC:
+        return None, None
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     if len(size) != 2 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in size):
-        raise ValueError(f"input_size={input_size!r} must be an int or (height, width) ≥ 1")
+        raise ValueError(
+            f"input_size={input_size!r} must be an int, (height, width) ≥ 1 or {DYNAMIC!r}"
+        )
     return int(size[0]), int(size[1])

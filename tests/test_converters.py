@@ -77,6 +77,25 @@ def test_int8_is_under_half_of_fp32_keeping_classes(model, data, fp32_size, io_t
     assert_clean_graph(report.ops)
 
 
+def test_dynamic_size_files_match_keras_at_three_sizes(model, data, tmp_path):
+    """input_size="dynamic": one file for any H × W (servers), builtin ops only."""
+    fp32 = LiteRTModel(export_tflite(model, tmp_path / "fp32.tflite", input_size="dynamic"))
+    int8_path = export_tflite(model, tmp_path / "int8.tflite", "int8", "dynamic", data, 6)
+    int8 = LiteRTModel(int8_path)
+    assert fp32.input_shape == (1, None, None, 3) or -1 in fp32.input_shape
+    scenes = np.clip(cell_images(1, 97, seed=5)[0], 0, 255)  # what it was trained on
+    for height, width in ((48, 64), (64, 64), (97, 81)):
+        x = scenes[:, :height, :width]
+        expected = model.predict(x, verbose=0)
+        assert relative_error(fp32(x), expected) <= 1e-4
+        agreement = (int8(x).argmax(-1) == expected.argmax(-1)).mean()
+        assert agreement >= 0.9, (height, width, agreement)  # static 64² files: 0.97-0.98
+    assert_clean_graph(fp32.op_names)
+    assert_clean_graph(int8.op_names)
+    with pytest.raises(ValueError, match="fine-tunes at a static input_size"):
+        export_tflite(model, tmp_path / "q.tflite", "qat", "dynamic", data)
+
+
 def test_mask_output_puts_the_argmax_in_the_graph(model, data, tmp_path):
     path = export_tflite(
         model, tmp_path / "mask.tflite", "int8", SIZE, data, 6, output="mask", io_type="uint8"

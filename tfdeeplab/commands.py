@@ -15,6 +15,9 @@ import numpy as np
 from tfdeeplab.config import DEMO_TRAINING_OPTIONS, DemoConfig, TrainConfig, demo_training
 from tfdeeplab.options import int_list, setting, values
 
+# The size of the images that calibrate and verify an export with `--input-size dynamic`.
+DYNAMIC_DATA_SIZE = 513
+
 
 def _scales(text):
     try:
@@ -77,12 +80,27 @@ class ShowOptions(InferenceOptions, DataOptions):
     out: str = setting(help="output PNG")
 
 
+def _input_size(text):
+    """--input-size: an int, or "dynamic"."""
+    if text == "dynamic":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an integer nor dynamic") from None
+
+
 @dataclasses.dataclass(kw_only=True)
 class ExportOptions:
     model: str = setting(help="a .keras model")
     format: str = setting(help="artifact", choices=("saved_model", "tflite"))
     quantization: str = setting("none", "tflite: none, float16, dynamic, int8 or qat")
-    input_size: int = setting(513, "tflite input H = W")
+    input_size: int | str = setting(
+        513,
+        "tflite input H = W, or dynamic (H and W set at run time, for servers; calibrated and "
+        "verified on images padded to 513)",
+        parse=_input_size,
+    )
     calibration_data: str = setting(
         help="data folder: its train split calibrates int8 (and fine-tunes qat), its val "
         "split verifies the export"
@@ -344,7 +362,8 @@ def export_command(args):
         )
     refuse_overwrite(args.out, args.overwrite, "--overwrite")
     model = _load_model(args.model)
-    size = (args.input_size, args.input_size)
+    dynamic = args.input_size == "dynamic"
+    size = (DYNAMIC_DATA_SIZE,) * 2 if dynamic else (args.input_size, args.input_size)
     data = ExportData(args.calibration_data, size, args.seed, args.val_fraction, args.ignore_label)
     write = _artifact_writer(args, model, quantization, data)
     start = time.perf_counter()
@@ -366,7 +385,7 @@ def _artifact_writer(args, model, quantization, data):
         model,
         path,
         quantization,
-        data.input_size,
+        "dynamic" if args.input_size == "dynamic" else data.input_size,
         representative,
         args.calibration_steps,
         args.output,
