@@ -126,6 +126,26 @@ def test_image_normalization_matches_keras_applications(mode, preprocess):
     )
 
 
+def test_caffe_normalization_converts_to_one_delegated_partition(tmp_path):
+    """The RGB → BGR flip is a 1×1 permutation convolution, exact, and int8 / float16 files
+    run whole in XNNPACK (a REVERSE_V2 split them in two partitions)."""
+    from converters import LiteRTModel, export_tflite
+
+    inputs = keras.Input((32, 32, 3))
+    normalized = ImageNormalization("caffe")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same")(normalized))
+    x = images(1, 32, 32)
+    np.testing.assert_array_equal(
+        ImageNormalization("caffe")(x), keras.applications.resnet.preprocess_input(x.copy())
+    )
+    for mode in ("float16", "int8"):
+        path = export_tflite(model, tmp_path / f"{mode}.tflite", mode, 32, [x], 1)
+        litert = LiteRTModel(path)
+        litert(x)
+        assert "REVERSE_V2" not in litert.op_names
+        assert litert.delegation()["partitions"] == 1, (mode, litert.op_names)
+
+
 def test_image_normalization_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode='bgr' is unknown; choose one of: caffe, tf, torch"):
         ImageNormalization("bgr")

@@ -55,11 +55,21 @@ class ImageNormalization(keras.layers.Layer):
         self.offset = offset.astype("float32")
 
     def call(self, images):
-        if self.mode is NormalizationMode.CAFFE:
-            images = keras.ops.flip(images, axis=-1)
-        scale = keras.ops.cast(self.scale, images.dtype)
         offset = keras.ops.cast(self.offset, images.dtype)
-        return images * scale + offset
+        if self.mode is NormalizationMode.CAFFE:
+            # RGB → BGR as a 1×1 convolution with a permutation kernel (exact: one product by 1
+            # per output), not a flip: TFLite's REVERSE_V2 has no XNNPACK kernel in int8 and
+            # float16 files and split them in two delegate partitions; CONV_2D runs in XNNPACK.
+            kernel = keras.ops.cast(self._bgr_kernel(), images.dtype)
+            return keras.ops.conv(images, kernel) + offset
+        return images * keras.ops.cast(self.scale, images.dtype) + offset
+
+    def _bgr_kernel(self):
+        """(1, 1, 3, 3) kernel: output channel j = input channel 2 - j, times scale[j]."""
+        kernel = np.zeros((1, 1, 3, 3), "float32")
+        for channel in range(3):
+            kernel[0, 0, 2 - channel, channel] = self.scale[channel]
+        return kernel
 
     def compute_output_shape(self, input_shape):
         return input_shape
