@@ -234,3 +234,24 @@ def test_the_scale_range_of_training_views_is_a_setting(scenes):
                 assert np.array_equal(view, mask) or np.array_equal(view, mask[:, ::-1])
     with pytest.raises(ValueError, match=r"min_scale=2\.0 and max_scale=1\.0"):
         TrainConfig(data="d", out="o", min_scale=2.0, max_scale=1.0)
+
+
+def test_prediction_rows_spread_over_the_split_and_leave_out_the_padding(scenes):
+    from tfdeeplab.inference import prediction_rows
+
+    folder = scan_folder(scenes)
+    dataset = make_dataset(folder, (64, 64), 5, augment=False, shuffle=False)
+
+    def model(images, training=False):  # one-hot of the red channel's parity, 5 classes
+        return np.eye(5, dtype=np.float32)[np.asarray(images)[..., 0].astype(int) % 5]
+
+    model.layers = []
+    rows = prediction_rows(model, dataset, folder, count=3)
+    # Images 0, 6 and 11 of 12 (batches of 5: the first, second and third batch).
+    originals = [np.asarray(Image.open(folder.images[i]).convert("RGB")) for i in (0, 6, 11)]
+    assert len(rows) == 3
+    for (image, truth, prediction), original in zip(rows, originals, strict=True):
+        assert image.shape == truth.shape == prediction.shape == (48, 40, 3)
+        np.testing.assert_array_equal(image, original)
+        colours = np.asarray(folder.colours, np.uint8)
+        np.testing.assert_array_equal(prediction, colours[original[..., 0].astype(int) % 5])

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdeeplab.layers.pointrend import PointRendRefiner
-from tfdeeplab.layers.resize_like import ResizeLike, resize
+from tfdeeplab.layers.resize_like import IMAGENET_MEAN_RGB, ResizeLike, resize
 from tfdeeplab.metrics import boundary_counts, confusion_matrix, segmentation_report
 
 
@@ -91,18 +91,45 @@ def evaluate(
 
 
 def prediction_rows(model, dataset, folder, count, scales=(1.0,), flip=False):
-    """Up to `count` [image, ground truth, prediction] RGB rows for `plots.prediction_grid`.
+    """Up to `count` [image, ground truth, prediction] RGB rows for `plots.prediction_grid`,
+    from images spread evenly over `dataset` (consecutive video frames look alike).
 
-    Masks are drawn in the folder's class colours; ignored pixels are white.
+    Masks are drawn in the folder's class colours; ignored pixels are white. Rows are cropped
+    to the image: the evaluation padding (mean colour, ignored labels) is left out.
     """
     colours = np.asarray(folder.colours, np.uint8)
+    total = len(folder)
+    wanted = set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist())
     rows = []
+    start = 0
     for images, masks in dataset:
+        indices = [i for i in range(start, start + len(masks)) if i in wanted]
+        start += len(masks)
+        if not indices:
+            continue
+        picked = [i - start + len(masks) for i in indices]
+        images = tf.gather(images, picked).numpy()
+        masks = tf.gather(masks, picked).numpy()
         predictions = predict_probabilities(model, images, scales, flip).argmax(-1)
-        for image, mask, prediction in zip(images.numpy(), masks.numpy(), predictions, strict=True):
+        for image, mask, prediction in zip(images, masks, predictions, strict=True):
+            height, width = _unpadded_extent(image, mask, folder.ignore_label)
             truth = colours[np.where(mask == folder.ignore_label, 0, mask)]
             truth[mask == folder.ignore_label] = 255
-            rows.append([image, truth, colours[prediction]])
-            if len(rows) == count:
-                return rows
+            row = [image, truth, colours[prediction]]
+            rows.append([part[:height, :width] for part in row])
+        if len(rows) == len(wanted):
+            break
     return rows
+
+
+def _unpadded_extent(image, mask, ignore_label):
+    """(height, width) of `image` without the bottom/right evaluation padding: the rows and
+    columns whose labels are all ignored and whose pixels are all the padding colour."""
+    padding = (mask == ignore_label) & np.all(
+        np.isclose(image, np.asarray(IMAGENET_MEAN_RGB, np.float32), atol=1e-3), axis=-1
+    )
+    rows = np.flatnonzero(~padding.all(axis=1))
+    columns = np.flatnonzero(~padding.all(axis=0))
+    if rows.size == 0:
+        return mask.shape
+    return rows[-1] + 1, columns[-1] + 1

@@ -140,7 +140,8 @@ def evaluation_chart(path, report):
 
 
 def prediction_grid(path, rows, titles, class_names, colours, ignore_colour=(255, 255, 255)):
-    """Rows of equally sized RGB panels (e.g. image / ground truth / prediction) with column
+    """Rows of RGB panels (e.g. image / ground truth / prediction; a row's panels share a size,
+    the first row sets the figure's proportions) with column
     titles and a legend of the class colours.
 
     Args:
