@@ -102,16 +102,23 @@ def benchmark(
     progress=print,
     onednn=False,
     matmul_size=2048,
+    rounds=1,
 ):
     """Measures every artifact, each in its own subprocess, and this machine's matmul peak.
 
     `onednn` sets TensorFlow's oneDNN kernels on or off in every measuring process;
     `matmul_size` is the side of the square float32 matrices of the peak measurement.
+    `rounds` > 1 measures the whole list that many times, one round after another, and keeps
+    per artifact the round with the median p50: on a shared machine a neighbour's burst then
+    slows one round, not one artifact's only measurement (a single round once measured a
+    file 1.48× slower than a rerun minutes later found it).
 
     Returns:
         {"machine", "settings", "matmul_peak_gflops", "results": [one `measure` dict per
-        artifact, plus "label", "gflops_per_s" and "fraction_of_peak"]}.
+        artifact, plus "label", "gflops_per_s", "fraction_of_peak" and "round_p50_ms"]}.
     """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds}: measure at least one round")
     for path in paths:
         artifact_kind(path)  # every path is checked before the first measurement
     threads = threads or os.cpu_count()
@@ -127,23 +134,9 @@ def benchmark(
         f"(TensorFlow {rates['tensorflow']:.1f}, XNNPACK {rates['xnnpack']:.1f})"
     )
     progress(plain_header())
-    results = []
-    for path in paths:
-        job = {
-            "path": str(path),
-            "input_size": list(input_size),
-            "batch": batch,
-            "threads": threads,
-            "timing": timing or {},
-        }
-        measured = run_in_subprocess(
-            "benchmarks.artifacts:measure_job", job, str(path), onednn=onednn
-        )
-        row = {"label": label_of(path), **measured, "onednn": onednn}
-        row["gflops_per_s"] = 2 * row["macs"] / (row["runs"]["p50_ms"] / 1000) / 1e9
-        row["fraction_of_peak"] = row["gflops_per_s"] / peak
-        results.append(row)
-        progress(plain_row(row))
+    job = {"input_size": list(input_size), "batch": batch, "threads": threads,
+           "timing": timing or {}}  # fmt: skip
+    results = _measure_rounds(paths, job, rounds, peak, progress, onednn)
     return {
         "machine": machine(),
         "settings": {
@@ -153,11 +146,41 @@ def benchmark(
             "timing": timing or {},
             "onednn": onednn,
             "matmul_size": matmul_size,
+            "rounds": rounds,
         },
         "matmul_peak_gflops": peak,
         "matmul_gflops": {"tensorflow": rates["tensorflow"], "xnnpack": rates["xnnpack"]},
         "results": results,
     }
+
+
+def _measure_rounds(paths, job, rounds, peak, progress, onednn):
+    """Every artifact measured `rounds` times (whole list per round); the median rounds."""
+    measured = [[] for _ in paths]
+    for round_index in range(rounds):
+        if rounds > 1:
+            progress(f"round {round_index + 1} of {rounds}")
+        for path, rows in zip(paths, measured, strict=True):
+            result = run_in_subprocess(
+                "benchmarks.artifacts:measure_job",
+                {**job, "path": str(path)},
+                str(path),
+                onednn=onednn,
+            )
+            row = {"label": label_of(path), **result, "onednn": onednn}
+            row["gflops_per_s"] = 2 * row["macs"] / (row["runs"]["p50_ms"] / 1000) / 1e9
+            row["fraction_of_peak"] = row["gflops_per_s"] / peak
+            rows.append(row)
+            progress(plain_row(row))
+    return [_median_round(rows) for rows in measured]
+
+
+def _median_round(rows):
+    """The round whose p50 is the median of the rounds' (the lower middle one of an even
+    count), with every round's p50 in "round_p50_ms"."""
+    p50s = [row["runs"]["p50_ms"] for row in rows]
+    chosen = sorted(rows, key=lambda row: row["runs"]["p50_ms"])[(len(rows) - 1) // 2]
+    return {**chosen, "round_p50_ms": p50s}
 
 
 def build_parser(prog="python -m benchmarks.latency"):
@@ -171,6 +194,9 @@ def build_parser(prog="python -m benchmarks.latency"):
     parser.add_argument(
         "--matmul-size", type=int, default=2048, help="side of the matmul peak's matrices"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure the list this many times; keep medians"
+    )
     parser.add_argument("--json", help="write the report to this JSON file")
     parser.add_argument("--chart", help="PNG chart; default: the --json path with .png")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -181,7 +207,7 @@ def main(argv=None, prog="python -m benchmarks.latency"):
     args = build_parser(prog).parse_args(argv)
     if len(args.input_size) > 2 or min(args.input_size) < 1:
         raise SystemExit(f"--input-size takes H or H W (positive), got {args.input_size}")
-    for name in ("batch", "min_runs"):
+    for name in ("batch", "min_runs", "rounds"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     size = (args.input_size[0], args.input_size[-1])
@@ -195,6 +221,7 @@ def main(argv=None, prog="python -m benchmarks.latency"):
             timing,
             onednn=args.onednn,
             matmul_size=args.matmul_size,
+            rounds=args.rounds,
         )
     except ValueError as error:
         raise SystemExit(str(error)) from None

@@ -82,6 +82,7 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
         "timing": {"warmup_runs": 1, "min_runs": 3, "min_secs": 0.0, "max_secs": 150.0},
         "onednn": False,
         "matmul_size": 256,
+        "rounds": 1,
     }
     rows = {row["label"]: row for row in report["results"]}
     assert list(rows) == [f"{artifacts.name}/{path.name}" for path in paths]
@@ -93,7 +94,7 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
         assert row["init_ms"] > 0 and row["first_ms"] > 0 and row["warmup_mean_ms"] > 0
         assert row["peak_rss_mib"] > 0 and row["size_bytes"] > 0
         assert row["input_shape"] == [1, SIZE, SIZE, 3] and row["threads"] == 1
-        assert row["onednn"] is False
+        assert row["onednn"] is False and row["round_p50_ms"] == [runs["p50_ms"]]
         assert row["gflops_per_s"] == pytest.approx(2 * row["macs"] / runs["p50_ms"] / 1e6)
         assert row["fraction_of_peak"] == pytest.approx(
             row["gflops_per_s"] / report["matmul_peak_gflops"]
@@ -125,6 +126,8 @@ def test_bad_artifacts_are_named_before_anything_runs(artifacts, tmp_path):
     missing = tmp_path / "missing.tflite"
     with pytest.raises(SystemExit, match=r"missing\.tflite: does not exist"):
         latency.main([str(artifacts / "fp32.tflite"), str(missing)])
+    with pytest.raises(SystemExit, match="--rounds must be at least 1"):
+        latency.main([str(artifacts / "fp32.tflite"), "--rounds", "0"])
     (tmp_path / "weights.h5").write_bytes(b"")
     with pytest.raises(ValueError, match=r"weights\.h5: is not one"):
         artifact_measure.artifact_kind(tmp_path / "weights.h5")

@@ -1,0 +1,72 @@
+"""benchmarks.mobile_peer and benchmarks.compare_imported on tiny sizes (never a timing
+threshold): their files, rows and reports."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import compare_imported, mobile_peer
+from benchmarks.worker import run_in_subprocess
+
+TINY_TIMING = ["--min-runs", "2", "--min-secs", "0", "--warmup-runs", "0"]
+
+
+@pytest.mark.slow
+def test_mobile_peer_measures_every_variant_beside_the_peer(tmp_path):
+    from converters import export_tflite
+    from tfdeeplab import DeepLabV3
+
+    peer = export_tflite(DeepLabV3(21, "mobilenetv2", alpha=0.35), tmp_path / "peer.tflite",
+                         input_size=(65, 65))  # fmt: skip
+    out = tmp_path / "MOBILE_PEER.md"
+    argv = ["--peer", str(peer), "--input-size", "65", "--out", str(out), "--rounds", "2",
+            *TINY_TIMING]  # fmt: skip
+    report = mobile_peer.main(argv)
+    labels = [row["label"] for row in report["rows"]]
+    assert labels[0].startswith("published") and len(labels) == 1 + 2 * len(mobile_peer.VARIANTS)
+    assert "ours, light head, int8" in labels
+    # Two rounds each; the kept round is the lower middle one.
+    for row in report["rows"]:
+        assert len(row["round_p50_ms"]) == 2 and row["runs"]["p50_ms"] == min(row["round_p50_ms"])
+    macs = {row["label"]: row["macs"] for row in report["rows"]}
+    assert macs["ours, light head, fp32"] < macs["ours, standard head, fp32"]
+    text = out.read_text()
+    assert "| published DeepLabV3 (TensorFlow, fp32) |" in text and "| 1.00 |" in text
+    assert json.loads(out.with_suffix(".json").read_text())["settings"]["input_size"] == 65
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_compare_imported_exports_verifies_and_reports(tmp_path):
+    from tfdeeplab.data import synthetic_scenes
+
+    arch = "deeplabv3_mobilenet_v3_large"
+    weights = compare_imported.seeded_weights(arch, tmp_path)
+    scenes = synthetic_scenes(tmp_path / "scenes", 8, 65, 6, seed=0)
+    job = {"arch": arch, "weights": str(weights), "threads": 2, "input_size": 65,
+           "folder": str(tmp_path), "scenes": str(scenes), "calibration": 4}  # fmt: skip
+    # In a fresh interpreter, as compare_imported runs it (TensorFlow's threads are set there).
+    exported = run_in_subprocess("benchmarks.compare_imported:export_job", job, "export")
+    assert set(exported["paths"]) == {"keras", "fp32", "int8"}
+    assert exported["int8_images"] == 2 and 0 <= exported["int8_agreement"] <= 1
+    assert exported["size_bytes"]["int8"] < exported["size_bytes"]["fp32"] / 3
+    rows = {"torchvision eager": {"p50_ms": 10.0, "size_bytes": None, "ratio": 1.0},
+            "tfdeeplab int8": {"p50_ms": 5.0, "size_bytes": 2**20, "ratio": 0.5}}  # fmt: skip
+    report = {
+        "machine": {"cpu": "cpu", "cpu_flags": ["avx2"]},
+        "command": "python -m benchmarks.compare_imported",
+        "settings": {"threads": 2, "input_size": 65},
+        "wall_s": 60.0,
+        "archs": {arch: {"rows": rows, "int8_agreement": 0.99, "int8_images": 2}},
+    }
+    text = compare_imported.markdown(report)
+    assert f"| {arch} | tfdeeplab int8 | 5.0 | 0.50 | 1.0 | 99.00% (2 images) |" in text
+    assert np.isfinite(exported["int8_agreement"])
+
+
+def test_compare_imported_names_a_python_without_torchvision(tmp_path):
+    import sys
+
+    with pytest.raises(SystemExit, match="has no torchvision"):
+        compare_imported.main(["--torch-python", sys.executable, "--out", str(tmp_path / "x.md")])
