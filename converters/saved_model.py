@@ -1,7 +1,12 @@
 """SavedModel export for `tf.saved_model` serving (TF Serving, `saved_model_cli`, plain TF)."""
 
+import json
+import tempfile
+from pathlib import Path
+
 import tensorflow as tf
 
+from converters.metadata import SAVED_MODEL_ASSET
 from tfdeeplab.atomic import atomic_directory, refuse_overwrite
 
 
@@ -10,13 +15,17 @@ def _decode(encoded):
     return tf.cast(image, tf.float32)
 
 
-def export_saved_model(model, path, overwrite=False):
-    """Writes `model` as a SavedModel with two signatures, atomically.
+def export_saved_model(model, path, overwrite=False, metadata=None):
+    """Writes `model` as a SavedModel with three signatures, atomically.
 
     - `serving_default`: `images` float32 (B, H, W, 3) RGB in [0, 255], any H and W →
       `{"logits": float32 (B, H, W, K), "mask": int32 (B, H, W) class ids}`.
     - `serve_encoded`: `images` string (B,) of encoded JPEG/PNG/BMP/GIF bytes, all of one
       size → `{"mask": int32 (B, H, W)}`, for REST clients that send files.
+    - `metadata`: no input → `{"metadata": string}`, the JSON of `converters.metadata` (class
+      names and colours, input convention, ...), also stored as
+      `assets/tfdeeplab_metadata.json` (`converters.read_metadata(path)` reads it without
+      TensorFlow).
 
     The folder loads with plain `tf.saved_model.load` (no tfdeeplab, no Keras needed) and runs
     with `saved_model_cli run`. It is written to a temporary folder and renamed into place, so
@@ -26,11 +35,25 @@ def export_saved_model(model, path, overwrite=False):
         model: a tfdeeplab Keras 3 model returning logits.
         path: the SavedModel folder.
         overwrite: replace an existing folder.
+        metadata: `converters.metadata.describe(model, ...)`; default: the model's own facts
+            with generic class names and the palette's colours.
 
     Returns:
         The path written.
     """
+    from converters.metadata import describe, tensor_description, with_tensors
+
     refuse_overwrite(path, overwrite)
+    description = describe(model) if metadata is None else metadata
+    classes = description["output"]["num_classes"]
+    description = with_tensors(
+        description,
+        tensor_description((None, None, None, 3), "float32"),
+        tensor_description((None, None, None, classes), "float32"),
+        "logits",
+        "none",
+    )
+    text = json.dumps(description, sort_keys=True)
 
     def serve(images):
         logits = tf.cast(model(images, training=False), tf.float32)
@@ -64,7 +87,15 @@ def export_saved_model(model, path, overwrite=False):
     module.serve_encoded = tf.function(
         serve_encoded, input_signature=[tf.TensorSpec((None,), tf.string, name="images")]
     )
-    signatures = {"serving_default": module.serve, "serve_encoded": module.serve_encoded}
-    with atomic_directory(path) as temporary:
+    module.metadata = tf.function(lambda: {"metadata": tf.constant(text)}, input_signature=[])
+    signatures = {
+        "serving_default": module.serve,
+        "serve_encoded": module.serve_encoded,
+        "metadata": module.metadata,
+    }
+    with atomic_directory(path) as temporary, tempfile.TemporaryDirectory() as folder:
+        asset = Path(folder) / SAVED_MODEL_ASSET  # saved as assets/<this name>
+        asset.write_text(text)
+        module.metadata_file = tf.saved_model.Asset(str(asset))
         tf.saved_model.save(module, str(temporary), signatures=signatures)
     return path

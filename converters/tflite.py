@@ -129,8 +129,10 @@ def export_tflite(
     io_type=IOType.FLOAT32,
     qat=None,
     overwrite=False,
+    metadata=None,
 ):
-    """Writes `model` as a `.tflite` file for phones, atomically.
+    """Writes `model` as a `.tflite` file for phones, atomically, with its metadata embedded
+    (`converters.metadata`: read it back with `converters.read_metadata(path)`).
 
     Args:
         model: a trained tfdeeplab Keras 3 model (or a QAT model from
@@ -148,11 +150,17 @@ def export_tflite(
         io_type: "float32", "uint8" or "int8" input (and logits) for "int8"/"qat".
         qat: a `converters.QATOptions` for "qat" (epochs, steps, learning rate).
         overwrite: replace an existing file.
+        metadata: `converters.metadata.describe(model, class_names, colours, ...)`; default:
+            the model's own facts with generic class names and the palette's colours. The
+            input and output tensors, output kind and quantization are added here.
 
     Returns:
         The path written.
     """
+    from converters.metadata import describe
+
     quantization = Quantization.parse(quantization, "quantization")
+    metadata = describe(model) if metadata is None else metadata
     refuse_overwrite(path, overwrite)
     height, width = _size_pair(input_size)
     if quantization is Quantization.QAT and height is None:
@@ -178,7 +186,21 @@ def export_tflite(
         output,
         io_type,
     )
+    flatbuffer = _with_metadata(flatbuffer, metadata, Output.parse(output, "output"), quantization)
     return atomic_write_bytes(path, flatbuffer)
+
+
+def _with_metadata(flatbuffer, description, output, quantization):
+    from converters.litert import LiteRTModel
+    from converters.metadata import embed_in_tflite, tensor_description, with_tensors
+
+    model = LiteRTModel(flatbuffer)
+    tensors = []
+    for detail in (model.input_details[0], model.output_details[0]):
+        dtype = detail["dtype"].__name__
+        tensors.append(tensor_description(detail["shape_signature"], dtype, detail["quantization"]))
+    described = with_tensors(description, *tensors, output.value, quantization.value)
+    return embed_in_tflite(flatbuffer, described)
 
 
 def _size_pair(input_size):

@@ -212,7 +212,7 @@ def test_verify_counts_only_labelled_pixels(model, tmp_path):
 
 
 def test_export_command_threads_the_ignore_label_everywhere(monkeypatch, tmp_path):
-    from converters import calibration
+    from converters import calibration, metadata
     from tfdeeplab import cli, commands
 
     seen = {}
@@ -225,16 +225,21 @@ def test_export_command_threads_the_ignore_label_everywhere(monkeypatch, tmp_pat
         seen["verify"] = ignore_label
         raise ValueError("stop after verification")
 
-    def export_stub(model, path, *args, qat=None, **kwargs):
+    def export_stub(model, path, *args, qat=None, metadata=None, **kwargs):
         seen["qat"] = qat.ignore_label
+        seen["metadata"] = metadata["ignore_label"]
         path.write_bytes(b"tflite")
+
+    def describe_stub(model, model_path, data, ignore_label):
+        return {"ignore_label": ignore_label}
 
     monkeypatch.setattr(calibration, "calibration_dataset", calibration_dataset)
     monkeypatch.setattr(converters, "verify", verify_stub)
     monkeypatch.setattr(converters, "export_tflite", export_stub)
     monkeypatch.setattr(commands, "_load_model", lambda path: None)
+    monkeypatch.setattr(metadata, "describe_run", describe_stub)
     argv = ["export", "--model", "m.keras", "--format", "tflite", "--input-size", str(SIZE)]
     argv += ["--calibration-data", str(tmp_path), "--out"]
     argv += [str(tmp_path / "m.tflite"), "--quantization", "qat", "--ignore-label", "7"]
     assert cli.main(argv) == 2
-    assert seen == {"calibration": [7, 7], "verify": 7, "qat": 7}
+    assert seen == {"calibration": [7, 7], "verify": 7, "qat": 7, "metadata": 7}

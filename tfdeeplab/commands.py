@@ -69,6 +69,8 @@ class EvaluateOptions(InferenceOptions, DataOptions):
 
 @dataclasses.dataclass(kw_only=True)
 class PredictOptions(InferenceOptions):
+    model: str = setting(help="a .keras model, SavedModel folder or .tflite file (exported: "
+                         "its own class colours)")  # fmt: skip
     input: str = setting(help="an image or a folder of images")
     out: str = setting(help="output folder")
     data: str | None = setting(None, "dataset folder for classes.json colours")
@@ -253,37 +255,15 @@ def evaluate_command(args):
     return 0
 
 
-def _read_rgb(path):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as picture:
-            return np.asarray(picture.convert("RGB"), dtype=np.float32)
-    except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"{path}: unreadable image ({error})") from None
-
-
-def _class_colours(args, num_classes):
-    from tfdeeplab.visualize import palette
-
-    if getattr(args, "data", None):
-        from tfdeeplab.data.folder import read_classes
-
-        _, colours = read_classes(Path(args.data))
-        if colours is not None and len(colours) == num_classes:
-            return colours
-    return palette(num_classes)
-
-
 def predict_command(args):
     import keras
 
+    from converters.predictors import class_colours, load_predictor, read_rgb
     from tfdeeplab.atomic import atomic_write_bytes
     from tfdeeplab.data.folder import IMAGE_SUFFIXES
-    from tfdeeplab.inference import predict_probabilities
     from tfdeeplab.visualize import png_bytes
 
-    model = _load_model(args.model)
+    predictor = load_predictor(args.model, args.scales, args.flip)
     source = Path(args.input)
     if source.is_dir():
         paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -293,12 +273,12 @@ def predict_command(args):
         raise FileNotFoundError(f"--input {source}: no such file or folder")
     if not paths:
         raise ValueError(f"--input {source}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    colours = _class_colours(args, model.output_shape[-1])
+    colours = class_colours(args.data, predictor.num_classes, predictor.metadata)
     out = Path(args.out)
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for path in paths:
-        image = _read_rgb(path)
-        mask = predict_probabilities(model, image[None], args.scales, args.flip)[0].argmax(-1)
+        image = read_rgb(path)
+        mask = predictor(image)
         overlay = (0.5 * image + 0.5 * colours[mask]).astype(np.uint8)
         atomic_write_bytes(out / f"{path.stem}_mask.png", png_bytes(mask, colours))
         atomic_write_bytes(out / f"{path.stem}_overlay.png", png_bytes(overlay))
@@ -375,9 +355,11 @@ def export_command(args):
 def _artifact_writer(args, model, quantization, data):
     """A function writing the artifact `args` ask for to a path."""
     from converters import QATOptions, Quantization, export_saved_model, export_tflite
+    from converters.metadata import describe_run
 
+    metadata = describe_run(model, args.model, args.calibration_data, args.ignore_label)
     if args.format == "saved_model":
-        return lambda path: export_saved_model(model, path, overwrite=True)
+        return lambda path: export_saved_model(model, path, overwrite=True, metadata=metadata)
     qat = quantization is Quantization.QAT
     representative = data.split("train", augment=qat, batch_size=args.qat_batch_size if qat else 1)
     options = QATOptions(args.qat_epochs, args.qat_steps, args.qat_lr, args.ignore_label)
@@ -392,4 +374,5 @@ def _artifact_writer(args, model, quantization, data):
         args.io_type,
         qat=options,
         overwrite=True,
+        metadata=metadata,
     )

@@ -146,14 +146,16 @@ def _predictions(config, model, data, out, count=6):
 def _exports(config, model, data, out):
     """SavedModel, TFLite fp32 and int8 (and QAT), each verified on the val split."""
     from converters import ExportData, verify
+    from converters.metadata import describe_run
 
     training = config.training
     size = _crop(config)
     folder = out / "export"
     split = ExportData(str(data), size, training.seed, training.val_fraction).split
 
+    metadata = describe_run(model, out / "train" / "final.keras", data)
     reports = {}
-    for name, write in _export_writers(config, model, size, split).items():
+    for name, write in _export_writers(config, model, size, split, metadata).items():
         path = folder / name
         report_path = folder / f"{name}.verification.json"
         if not (path.exists() and report_path.exists()):
@@ -168,23 +170,26 @@ def _exports(config, model, data, out):
     return reports
 
 
-def _export_writers(config, model, size, split):
-    """{artifact name: function writing it to a path}."""
+def _export_writers(config, model, size, split, metadata):
+    """{artifact name: function writing it to a path}, each embedding `metadata`."""
     from converters import QATOptions, export_saved_model, export_tflite
 
     writers = {
-        "saved_model": lambda path: export_saved_model(model, path),
-        "model_fp32.tflite": lambda path: export_tflite(model, path, input_size=size),
+        "saved_model": lambda path: export_saved_model(model, path, metadata=metadata),
+        "model_fp32.tflite": lambda path: export_tflite(
+            model, path, input_size=size, metadata=metadata
+        ),
         "model_int8.tflite": lambda path: export_tflite(
-            model, path, "int8", size, split("train"), config.calibration_steps
+            model, path, "int8", size, split("train"), config.calibration_steps, metadata=metadata
         ),
     }
     if config.qat:
         options = QATOptions(epochs=config.qat_epochs, verbose=1 if config.verbose else 0)
         qat_data = split("train", augment=True, batch_size=config.training.batch_size)
         writers["model_qat.tflite"] = lambda path: export_tflite(
-            model, path, "qat", size, qat_data, config.calibration_steps, qat=options
-        )
+            model, path, "qat", size, qat_data, config.calibration_steps, qat=options,
+            metadata=metadata,
+        )  # fmt: skip
     return writers
 
 

@@ -1,0 +1,141 @@
+"""What `tfdeeplab predict` runs: a `.keras` model, a SavedModel folder or a `.tflite` file,
+one image at a time.
+
+Exported artifacts describe themselves (`converters.metadata`): their class colours come from
+their metadata, so they need no data folder. A `.tflite` file with a fixed input size gets
+each image fitted to it as evaluation does (the longer side scaled to the input, the rest
+padded with the mean colour); its logits are cropped back and resized to the photo's size
+before the argmax, so masks always have the photo's resolution.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from tfdeeplab.layers.resize_like import IMAGENET_MEAN_RGB
+
+
+class KerasPredictor:
+    """A `.keras` model, with multi-scale and flipped inference (`predict_probabilities`)."""
+
+    def __init__(self, path, scales=(1.0,), flip=False):
+        import keras
+
+        self.model = keras.saving.load_model(path)
+        self.num_classes = int(self.model.output_shape[-1])
+        self.metadata = None
+        self.scales, self.flip = scales, flip
+
+    def __call__(self, image):
+        from tfdeeplab.inference import predict_probabilities
+
+        probabilities = predict_probabilities(self.model, image[None], self.scales, self.flip)
+        return probabilities[0].argmax(-1)
+
+
+class SavedModelPredictor:
+    """A SavedModel folder of `converters.export_saved_model` (its `serving_default`)."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        from converters.metadata import read_metadata
+
+        self.metadata = read_metadata(path)
+        self.num_classes = int(self.metadata["output"]["num_classes"])
+        self.serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    def __call__(self, image):
+        import tensorflow as tf
+
+        return self.serve(images=tf.constant(image[None], tf.float32))["mask"][0].numpy()
+
+
+class TFLitePredictor:
+    """A `.tflite` file of `converters.export_tflite`, fp32 or quantized, logits or mask."""
+
+    def __init__(self, path):
+        from converters.litert import LiteRTModel
+        from converters.metadata import read_metadata
+
+        self.metadata = read_metadata(path)
+        self.num_classes = int(self.metadata["output"]["num_classes"])
+        self.model = LiteRTModel(path)
+        _, height, width, _ = self.model.input_shape
+        self.size = None if height < 0 or width < 0 else (height, width)
+        self.kind = self.metadata["output"]["kind"]
+
+    def __call__(self, image):
+        height, width = image.shape[:2]
+        if self.size is None:
+            return self._classes(self.model(image[None])[0], (height, width))
+        ratio = min(self.size[0] / height, self.size[1] / width)
+        fitted = (max(round(height * ratio), 1), max(round(width * ratio), 1))
+        canvas = np.empty((*self.size, 3), np.float32)
+        canvas[:] = IMAGENET_MEAN_RGB
+        canvas[: fitted[0], : fitted[1]] = _resize(image, fitted, "bilinear")
+        output = self.model(canvas[None])[0][: fitted[0], : fitted[1]]
+        return self._classes(output, (height, width))
+
+    def _classes(self, output, size):
+        if self.kind == "mask":
+            return _resize(output[..., None].astype(np.float32), size, "nearest")[..., 0]
+        return _resize(output, size, "bilinear").argmax(-1)
+
+
+def _resize(array, size, method):
+    import tensorflow as tf
+
+    if tuple(array.shape[:2]) == tuple(size):
+        return np.asarray(array)
+    return tf.image.resize(array, size, method=method).numpy()
+
+
+def read_rgb(path):
+    """An image file as float32 RGB (H, W, 3); ValueError naming an unreadable file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            return np.asarray(picture.convert("RGB"), dtype=np.float32)
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"{path}: unreadable image ({error})") from None
+
+
+def class_colours(data, num_classes, metadata=None):
+    """(num_classes, 3) uint8: `data`'s classes.json colours, else an artifact's metadata's,
+    else the palette."""
+    from tfdeeplab.data.folder import read_classes
+    from tfdeeplab.visualize import palette
+
+    if data:
+        _, colours = read_classes(Path(data))
+        if colours is not None and len(colours) == num_classes:
+            return colours
+    if metadata is not None:
+        return np.asarray([c["colour"] for c in metadata["classes"]], np.uint8)
+    return palette(num_classes)
+
+
+def load_predictor(path, scales=(1.0,), flip=False):
+    """The predictor for a `.keras` file, a SavedModel folder or a `.tflite` file.
+
+    Raises:
+        FileNotFoundError / ValueError: naming `path` (missing, unknown kind, or multi-scale
+            and flip options for an exported artifact, which runs one view as exported).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--model {path}: no such file or folder")
+    if path.suffix == ".keras" and path.is_file():
+        return KerasPredictor(path, scales, flip)
+    if tuple(scales) != (1.0,) or flip:
+        raise ValueError(
+            f"--model {path}: --scales and --flip apply to .keras models; an exported artifact "
+            "runs the single view it was exported for"
+        )
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return SavedModelPredictor(path)
+    if path.suffix == ".tflite" and path.is_file():
+        return TFLitePredictor(path)
+    raise ValueError(f"--model {path}: not a .keras file, a SavedModel folder or a .tflite file")
