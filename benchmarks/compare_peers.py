@@ -9,6 +9,8 @@ Each model runs in its own subprocess (as in `benchmarks.latency`), untrained, w
   on the undilated stride-32 map, so less arithmetic; inputs must be multiples of 32, so 512
   where the others run 513);
 - torchvision `deeplabv3_resnet50` (output stride 8), under `torch.inference_mode`.
+- `--peer-tflite PATH` (repeatable): published TFLite files, e.g. TensorFlow's mobile
+  DeepLabV3, measured by the latency harness at their own input size.
 A peer whose library is not installed is skipped with a note. torch may live in another
 environment (`--torch-python`), since it does not share TensorFlow's dependencies. Latency is
 given as a ratio to torchvision's (or to the first row without it); MACs show how much work each
@@ -125,11 +127,23 @@ def peer_job(job):
 
 
 def compare(
-    size, batch=1, threads=None, timing=None, torch_python=None, progress=print, onednn=False
+    size,
+    batch=1,
+    threads=None,
+    timing=None,
+    torch_python=None,
+    progress=print,
+    onednn=False,
+    peer_tflites=(),
 ):
     """Measures every installed peer, each in its own subprocess (TF ones with oneDNN kernels
-    on or off as `onednn` says); returns the rows with their latency ratio to torchvision's."""
+    on or off as `onednn` says); returns the rows with their latency ratio to torchvision's.
+
+    `peer_tflites`: published `.tflite` files measured beside them by the latency harness, at
+    their own input size (a fixed-size phone model); their ratio is given only when that size
+    is the comparison's."""
     threads = threads or os.cpu_count()
+    sizes = [_fixed_size(path) for path in peer_tflites]  # bad paths fail before measuring
     rows, skipped = [], {}
     for name, (module, _) in PEERS.items():
         python = torch_python if module == "torchvision" and torch_python else sys.executable
@@ -150,10 +164,13 @@ def compare(
         row = {"name": name, **measured, "onednn": onednn}
         rows.append(row)
         progress(f"{name}: p50 {row['runs']['p50_ms']:.1f} ms, {row['macs'] / 1e9:.1f} GMACs")
+    for path, size in zip(peer_tflites, sizes, strict=True):
+        rows.append(_tflite_peer(path, size, batch, threads, timing, progress))
     reference = next((row for row in rows if row["name"].startswith("torchvision")), None)
     reference = reference or (rows[0] if rows else None)
     for row in rows:
-        row["latency_ratio"] = row["runs"]["p50_ms"] / reference["runs"]["p50_ms"]
+        same = row["input_size"] == reference["input_size"]
+        row["latency_ratio"] = row["runs"]["p50_ms"] / reference["runs"]["p50_ms"] if same else None
     return {
         "machine": machine(),
         "settings": {
@@ -169,6 +186,26 @@ def compare(
     }
 
 
+def _fixed_size(path):
+    from benchmarks.latency import artifact_input_size
+
+    path = Path(path)
+    size = artifact_input_size(path) if path.suffix == ".tflite" and path.is_file() else None
+    if size is None:
+        raise ValueError(f"--peer-tflite {path}: not a .tflite file with a fixed input size")
+    return size
+
+
+def _tflite_peer(path, size, batch, threads, timing, progress):
+    """A published .tflite file's row, measured by `benchmarks.artifacts` at its own size."""
+    job = {"path": str(path), "input_size": list(size), "batch": batch, "threads": threads,
+           "timing": timing or {}}  # fmt: skip
+    measured = run_in_subprocess("benchmarks.artifacts:measure_job", job, str(path))
+    name = f"published {Path(path).name} (TFLite {measured['precision']})"
+    progress(f"{name}: p50 {measured['runs']['p50_ms']:.1f} ms at {size[0]}×{size[1]}")
+    return {"name": name, **measured, "input_size": size[0], "params": None}
+
+
 def markdown_table(report):
     lines = [
         f"| model | input | p50 ms | mean ms | p95 ms | runs | GMACs | params (M) "
@@ -180,11 +217,31 @@ def markdown_table(report):
         lines.append(
             f"| {row['name']} | {row['input_size']} | {runs['p50_ms']:.1f} | "
             f"{runs['mean_ms']:.1f} | {runs['p95_ms']:.1f} | {runs['count']} | "
-            f"{row['macs'] / 1e9:.1f} | {row['params'] / 1e6:.1f} | {row['latency_ratio']:.2f} |"
+            f"{row['macs'] / 1e9:.2f} | {_millions(row['params'])} | {_ratio(row)} |"
         )
     skipped = report["skipped"].items()
     lines += [f"| {name} | skipped: {why} | | | | | | | |" for name, why in skipped]
     return "\n".join(lines)
+
+
+def add_peer_tflite_argument(parser):
+    parser.add_argument(
+        "--peer-tflite",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a published .tflite file to measure beside the peers (repeatable), e.g. "
+        "../shared/peers/deeplabv3_257_mv_gpu.tflite",
+    )
+
+
+def _millions(count):
+    return "—" if count is None else f"{count / 1e6:.1f}"
+
+
+def _ratio(row):
+    ratio = row["latency_ratio"]
+    return "— (other input size)" if ratio is None else f"{ratio:.2f}"
 
 
 def main(argv=None):
@@ -195,6 +252,7 @@ def main(argv=None):
     add_timing_arguments(parser)
     add_onednn_argument(parser)
     parser.add_argument("--torch-python", help="python of an environment with torchvision")
+    add_peer_tflite_argument(parser)
     parser.add_argument("--json", help="write the report to this JSON file")
     args = parser.parse_args(argv)
     timing = Timing.from_args(args).as_dict()
@@ -205,6 +263,7 @@ def main(argv=None):
         timing,
         args.torch_python,
         onednn=args.onednn,
+        peer_tflites=args.peer_tflite,
     )
     print(markdown_table(report))
     if args.json:

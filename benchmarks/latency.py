@@ -16,9 +16,10 @@ Every artifact's process runs with TensorFlow's oneDNN kernels set explicitly (o
 `--onednn` turns them on; LiteRT does not use them), recorded in the report's settings.
 
 Each row also gives the artifact's multiply-accumulates at that size and its achieved GFLOP/s as
-a fraction of this machine's float32 matrix-multiply peak, measured by the harness in the same
-run: the physical limit. Writes JSON (--json) and a PNG chart of the mean latency per artifact
-with p50-p95 whiskers (--chart, default beside the JSON).
+a fraction of this machine's matrix-multiply peak for its precision, measured by the harness in
+the same run: float32 for float files, int8 for int8 and dynamic-range files. Writes JSON
+(--json) and a PNG chart of the mean latency per artifact with p50-p95 whiskers (--chart,
+default beside the JSON).
 """
 
 import argparse
@@ -47,13 +48,15 @@ def matmul_job(job):
 
 
 def matmul_peak_gflops(threads=None, size=2048, runs=10):
-    """This machine's float32 matrix-multiply rate in GFLOP/s, best of `runs`.
+    """This machine's matrix-multiply rates in GFLOP/s (GOP/s for int8), best of `runs`.
 
-    Measured with both engines the artifacts run on: TensorFlow's MatMul (Eigen) and LiteRT's
-    FULLY_CONNECTED (XNNPACK); the peak is the faster.
+    float32 is measured with both engines the artifacts run on: TensorFlow's MatMul (Eigen)
+    and LiteRT's FULLY_CONNECTED (XNNPACK); its peak is the faster. int8 is LiteRT's
+    FULLY_CONNECTED on int8 tensors (XNNPACK's integer GEMM, which AVX-512 VNNI speeds up),
+    the limit int8 and dynamic-range files are measured against.
 
     Returns:
-        {"tensorflow": GFLOP/s, "xnnpack": GFLOP/s, "peak": the larger}.
+        {"tensorflow", "xnnpack", "peak" (the larger), "int8_peak"}.
     """
     tf = set_tf_threads(threads or os.cpu_count())
     import keras
@@ -73,7 +76,26 @@ def matmul_peak_gflops(threads=None, size=2048, runs=10):
     litert = LiteRTModel(convert_to_tflite(model, (size, size)), num_threads=threads)
     litert.set_input(a)
     rates["xnnpack"] = _best_rate(litert.interpreter.invoke, size, runs)
-    return {**rates, "peak": max(rates.values())}
+    integer = LiteRTModel(_int8_matmul_flatbuffer(tf, a, b), num_threads=threads)
+    integer.set_input(a)
+    int8 = _best_rate(integer.interpreter.invoke, size, runs)
+    return {**rates, "peak": max(rates.values()), "int8_peak": int8}
+
+
+def _int8_matmul_flatbuffer(tf, a, b):
+    """a @ b as a full-integer TFLite file (one int8 FULLY_CONNECTED) with int8 input and
+    output, so that invoke() is the integer GEMM alone, without (de)quantization."""
+    product = tf.function(
+        lambda x: tf.linalg.matmul(x, b), input_signature=[tf.TensorSpec(a.shape, tf.float32)]
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [product.get_concrete_function()], product
+    )
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([a] for _ in range(2))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
 
 
 def _best_rate(run, size, runs):
@@ -93,9 +115,28 @@ def label_of(path):
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
+DEFAULT_SIZE = (513, 513)
+
+
+def artifact_input_size(path):
+    """The (H, W) a `.tflite` file with a fixed input takes, from its tfdeeplab metadata or
+    else its input tensor; None for other artifacts and dynamic files."""
+    if artifact_kind(path) != "tflite":
+        return None
+    from converters.metadata import read_metadata
+
+    try:
+        shape = read_metadata(path)["input"]["shape"]
+    except (ValueError, KeyError):  # no tfdeeplab metadata (e.g. another project's file)
+        from converters.litert import LiteRTModel
+
+        shape = [None if d < 0 else d for d in LiteRTModel(path).input_shape]
+    return None if None in shape[1:3] else (int(shape[1]), int(shape[2]))
+
+
 def benchmark(
     paths,
-    input_size,
+    input_size=None,
     batch=1,
     threads=None,
     timing=None,
@@ -106,6 +147,8 @@ def benchmark(
 ):
     """Measures every artifact, each in its own subprocess, and this machine's matmul peak.
 
+    `input_size` (H, W) feeds every artifact; None: each fixed-size `.tflite` file its own
+    size (`artifact_input_size`) and the others `DEFAULT_SIZE`.
     `onednn` sets TensorFlow's oneDNN kernels on or off in every measuring process;
     `matmul_size` is the side of the square float32 matrices of the peak measurement.
     `rounds` > 1 measures the whole list that many times, one round after another, and keeps
@@ -128,19 +171,23 @@ def benchmark(
         "the matmul peak",
         onednn=onednn,
     )
-    peak = rates["peak"]
+    peak = {"float": rates["peak"], "int8": rates["int8_peak"]}
     progress(
-        f"float32 matmul peak ({threads} threads): {peak:.1f} GFLOP/s "
-        f"(TensorFlow {rates['tensorflow']:.1f}, XNNPACK {rates['xnnpack']:.1f})"
+        f"float32 matmul peak ({threads} threads): {peak['float']:.1f} GFLOP/s "
+        f"(TensorFlow {rates['tensorflow']:.1f}, XNNPACK {rates['xnnpack']:.1f}); "
+        f"int8 (XNNPACK): {peak['int8']:.1f} GOP/s"
     )
     progress(plain_header())
-    job = {"input_size": list(input_size), "batch": batch, "threads": threads,
-           "timing": timing or {}}  # fmt: skip
-    results = _measure_rounds(paths, job, rounds, peak, progress, onednn)
+    jobs = [
+        {"path": str(path), "batch": batch, "threads": threads, "timing": timing or {},
+         "input_size": list(input_size or artifact_input_size(path) or DEFAULT_SIZE)}
+        for path in paths
+    ]  # fmt: skip
+    results = _measure_rounds(jobs, rounds, peak, progress, onednn)
     return {
         "machine": machine(),
         "settings": {
-            "input_size": list(input_size),
+            "input_size": list(input_size) if input_size else None,
             "batch": batch,
             "threads": threads,
             "timing": timing or {},
@@ -148,31 +195,36 @@ def benchmark(
             "matmul_size": matmul_size,
             "rounds": rounds,
         },
-        "matmul_peak_gflops": peak,
+        "matmul_peak_gflops": peak["float"],
+        "matmul_int8_peak_gops": peak["int8"],
         "matmul_gflops": {"tensorflow": rates["tensorflow"], "xnnpack": rates["xnnpack"]},
         "results": results,
     }
 
 
-def _measure_rounds(paths, job, rounds, peak, progress, onednn):
-    """Every artifact measured `rounds` times (whole list per round); the median rounds."""
-    measured = [[] for _ in paths]
+def _measure_rounds(jobs, rounds, peak, progress, onednn):
+    """Every artifact's job measured `rounds` times (whole list per round); the median rounds."""
+    measured = [[] for _ in jobs]
     for round_index in range(rounds):
         if rounds > 1:
             progress(f"round {round_index + 1} of {rounds}")
-        for path, rows in zip(paths, measured, strict=True):
+        for job, rows in zip(jobs, measured, strict=True):
             result = run_in_subprocess(
-                "benchmarks.artifacts:measure_job",
-                {**job, "path": str(path)},
-                str(path),
-                onednn=onednn,
+                "benchmarks.artifacts:measure_job", job, job["path"], onednn=onednn
             )
-            row = {"label": label_of(path), **result, "onednn": onednn}
+            row = {"label": label_of(job["path"]), **result, "onednn": onednn}
             row["gflops_per_s"] = 2 * row["macs"] / (row["runs"]["p50_ms"] / 1000) / 1e9
-            row["fraction_of_peak"] = row["gflops_per_s"] / peak
+            row["peak_kind"] = _peak_kind(row)
+            row["fraction_of_peak"] = row["gflops_per_s"] / peak[row["peak_kind"]]
             rows.append(row)
             progress(plain_row(row))
     return [_median_round(rows) for rows in measured]
+
+
+def _peak_kind(row):
+    """ "int8" for files whose convolutions run integer GEMMs (int8, and dynamic-range, whose
+    XNNPACK kernels quantize activations on the fly), else "float"."""
+    return "int8" if row.get("precision") in ("int8", "dynamic") else "float"
 
 
 def _median_round(rows):
@@ -186,7 +238,12 @@ def _median_round(rows):
 def build_parser(prog="python -m benchmarks.latency"):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("artifacts", nargs="+", help=".keras files, SavedModel folders, .tflite")
-    parser.add_argument("--input-size", type=int, nargs="+", default=[513], help="H [W]")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs="+",
+        help="H [W]; default: a fixed-size .tflite file's own size (its metadata), else 513",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="default: every core")
     add_timing_arguments(parser, min_runs=50)
@@ -205,12 +262,12 @@ def build_parser(prog="python -m benchmarks.latency"):
 
 def main(argv=None, prog="python -m benchmarks.latency"):
     args = build_parser(prog).parse_args(argv)
-    if len(args.input_size) > 2 or min(args.input_size) < 1:
+    if args.input_size and (len(args.input_size) > 2 or min(args.input_size) < 1):
         raise SystemExit(f"--input-size takes H or H W (positive), got {args.input_size}")
     for name in ("batch", "min_runs", "rounds"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
-    size = (args.input_size[0], args.input_size[-1])
+    size = (args.input_size[0], args.input_size[-1]) if args.input_size else None
     timing = Timing.from_args(args).as_dict()
     try:
         report = benchmark(

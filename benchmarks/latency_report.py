@@ -5,6 +5,7 @@ from benchmarks.artifacts import MIB
 _COLUMNS = (
     ("artifact", "{label}"),
     ("format", "{format}"),
+    ("input", "{input_hw}"),
     ("MiB", "{size_mib:.1f}"),
     ("init ms", "{init_ms:.0f}"),
     ("first ms", "{first_ms:.1f}"),
@@ -27,6 +28,7 @@ def _cells(row):
         **row,
         **row["runs"],
         "format": f"{names[row['kind']]} {row['precision']}",
+        "input_hw": "×".join(str(d) for d in row["input_shape"][1:3]),
         "size_mib": row["size_bytes"] / MIB,
         "gmacs": row["macs"] / 1e9,
         "percent_of_peak": 100 * row["fraction_of_peak"],
@@ -71,7 +73,8 @@ def write_chart(report, path):
 
     rows = report["results"]
     settings = report["settings"]
-    height, width = settings["input_size"]
+    shapes = {tuple(row["input_shape"][1:3]) for row in rows}
+    size = "×".join(map(str, shapes.pop())) if len(shapes) == 1 else "each file's size"
     runs = [row["runs"] for row in rows]
     return latency_bars(
         path,
@@ -79,6 +82,5 @@ def write_chart(report, path):
         [r["mean_ms"] for r in runs],
         [r["p50_ms"] for r in runs],
         [r["p95_ms"] for r in runs],
-        title=f"Latency at {height}×{width}, batch {settings['batch']}, "
-        f"{settings['threads']} threads",
+        title=f"Latency at {size}, batch {settings['batch']}, {settings['threads']} threads",
     )

@@ -101,16 +101,11 @@ def targets(report, peers):
         rows = [row for row in resnet if row["precision"] == precision]
         best = max(rows, key=lambda row: row["fraction_of_peak"])
         verdict = "met" if best["fraction_of_peak"] >= 0.6 else "not met"
+        peak = _peak_text(report, precision)
         lines.append(
             f"- Best {precision} ResNet-50 artifact: {best['label']} ({best['kind']}) at "
-            f"{best['gflops_per_s']:.1f} GFLOP/s, {100 * best['fraction_of_peak']:.0f}% of the "
-            f"measured {report['matmul_peak_gflops']:.1f} GFLOP/s float32 matmul peak (target "
-            f"≥ 60%: {verdict})"
-            + (
-                "; integer kernels are measured against the float32 peak, so they can pass 100%."
-                if precision == "int8"
-                else "."
-            )
+            f"{best['gflops_per_s']:.1f} GOP/s, {100 * best['fraction_of_peak']:.0f}% of the "
+            f"measured {peak} (target ≥ 60%: {verdict})."
         )
     rows = {row["name"]: row for row in peers["results"]} if peers else {}
     ours, torch = rows.get("tfdeeplab ResNet-50 OS8"), rows.get("torchvision deeplabv3_resnet50")
@@ -124,6 +119,13 @@ def targets(report, peers):
     else:
         lines.append("- torchvision was not measured in this run (not installed).")
     return "\n".join(lines)
+
+
+def _peak_text(report, precision):
+    """The matmul peak a precision's rows are measured against, in words."""
+    if precision == "int8" and "matmul_int8_peak_gops" in report:
+        return f"{report['matmul_int8_peak_gops']:.1f} GOP/s int8 matmul peak"
+    return f"{report['matmul_peak_gflops']:.1f} GFLOP/s float32 matmul peak"
 
 
 def _onednn_text(settings, machine):
@@ -158,7 +160,9 @@ def write_results(path, report, peers, command, wall_s):
             f"kernels {_onednn_text(settings, machine)}.",
             f"- float32 matmul peak measured by the harness: "
             f"{report['matmul_peak_gflops']:.1f} GFLOP/s ({settings['threads']} threads; "
-            f"TensorFlow {matmul['tensorflow']:.1f}, XNNPACK {matmul['xnnpack']:.1f}).",
+            f"TensorFlow {matmul['tensorflow']:.1f}, XNNPACK {matmul['xnnpack']:.1f}); int8 "
+            f"matmul peak (XNNPACK, int8 FULLY_CONNECTED): "
+            f"{report.get('matmul_int8_peak_gops', float('nan')):.1f} GOP/s.",
             f"- Input {height}×{width}, batch {settings['batch']}, {settings['threads']} "
             f"threads (TFLite num_threads, TF intra/inter-op), timing "
             f"{json.dumps(settings['timing'])}; 21 classes.",
@@ -176,8 +180,10 @@ hand. Ratios between rows are what to compare: absolute times drift on shared ma
 
 Init is loading (and for Keras, tracing); first is the first inference; mean/std/p50/p95 are
 over the timed runs. Peak RSS is the measuring subprocess's; TensorFlow's own libraries account
-for about 600 MiB of the Keras and SavedModel rows. GFLOP/s is 2 × MACs / p50; % peak is against
-the matmul peak above. "XNNPACK partitions" 1 means XNNPACK runs the whole graph.
+for about 600 MiB of the Keras and SavedModel rows. GFLOP/s is 2 × MACs / p50 (operations per
+second for integer files); % peak is against the matmul peak of the row's precision above
+(int8 for int8 and dynamic-range files, float32 for the others). "XNNPACK partitions" 1 means
+XNNPACK runs the whole graph.
 
 {latency.markdown_table(report)}
 
@@ -211,6 +217,7 @@ def main(argv=None):
     add_timing_arguments(parser, min_secs=5.0, max_secs=60.0)
     add_onednn_argument(parser)
     parser.add_argument("--torch-python", help="python of an environment with torchvision")
+    compare_peers.add_peer_tflite_argument(parser)
     parser.add_argument("--no-peers", action="store_true", help="skip compare_peers")
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     parser.add_argument(
@@ -233,8 +240,9 @@ def main(argv=None):
     peers = None
     if not args.no_peers:
         peers = compare_peers.compare(
-            args.input_size, 1, args.threads, timing, args.torch_python, onednn=args.onednn
-        )
+            args.input_size, 1, args.threads, timing, args.torch_python, onednn=args.onednn,
+            peer_tflites=args.peer_tflite,
+        )  # fmt: skip
     write_results(args.out, report, peers, command, time.perf_counter() - started)
     print(f"wrote {args.out}")
 

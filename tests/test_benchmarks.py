@@ -75,6 +75,7 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
     report = json.loads(out.read_text())
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
     assert report["matmul_peak_gflops"] == max(report["matmul_gflops"].values()) > 0
+    assert report["matmul_int8_peak_gops"] > 0
     assert report["settings"] == {
         "input_size": [SIZE, SIZE],
         "batch": 1,
@@ -96,8 +97,10 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
         assert row["input_shape"] == [1, SIZE, SIZE, 3] and row["threads"] == 1
         assert row["onednn"] is False and row["round_p50_ms"] == [runs["p50_ms"]]
         assert row["gflops_per_s"] == pytest.approx(2 * row["macs"] / runs["p50_ms"] / 1e6)
+        peak = {"int8": report["matmul_int8_peak_gops"], "float": report["matmul_peak_gflops"]}
+        assert row["peak_kind"] == ("int8" if row["precision"] in ("int8", "dynamic") else "float")
         assert row["fraction_of_peak"] == pytest.approx(
-            row["gflops_per_s"] / report["matmul_peak_gflops"]
+            row["gflops_per_s"] / peak[row["peak_kind"]]
         )
         assert row["label"] in printed
     # Every format holds the same network: the same multiply-adds.
@@ -115,11 +118,26 @@ def test_harness_writes_every_field_for_every_artifact(artifacts, tmp_path, caps
 
 
 def test_markdown_table_has_a_row_per_artifact(artifacts, capsys):
+    # No --input-size: each fixed-size file runs at the size its metadata gives.
     argv = [str(artifacts / "fp32.tflite"), str(artifacts / "int8.tflite")]
-    argv += ["--input-size", str(SIZE), "--min-runs", "3", "--matmul-size", "256"]
+    argv += ["--min-runs", "3", "--matmul-size", "256"]
     cli_main(["benchmark", *argv, "--markdown"])
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 2 and "| TFLite int8 |" in table[-1]
+    assert len(table) == 2 + 2 and f"| TFLite int8 | {SIZE}×{SIZE} |" in table[-1]
+
+
+def test_an_artifacts_own_size_comes_from_its_metadata_or_its_input(artifacts, tmp_path):
+    from converters.tflite import convert_to_tflite
+
+    assert latency.artifact_input_size(artifacts / "fp32.tflite") == (SIZE, SIZE)
+    bare = tmp_path / "bare.tflite"  # no tfdeeplab metadata: the input tensor says
+    model = DeepLabV3(3, backbone="mobilenetv2", alpha=0.35, aspp_filters=16)
+    bare.write_bytes(convert_to_tflite(model, (1, 24, 40, 3)))
+    assert latency.artifact_input_size(bare) == (24, 40)
+    dynamic = tmp_path / "dynamic.tflite"
+    export_tflite(model, dynamic, input_size="dynamic")
+    assert latency.artifact_input_size(dynamic) is None
+    assert latency.artifact_input_size(artifacts / "saved_model") is None
 
 
 def test_bad_artifacts_are_named_before_anything_runs(artifacts, tmp_path):

@@ -70,3 +70,26 @@ def test_compare_imported_names_a_python_without_torchvision(tmp_path):
 
     with pytest.raises(SystemExit, match="has no torchvision"):
         compare_imported.main(["--torch-python", sys.executable, "--out", str(tmp_path / "x.md")])
+
+
+@pytest.mark.slow
+def test_compare_peers_measures_a_published_tflite_at_its_own_size(tmp_path):
+    from benchmarks import compare_peers
+    from converters.tflite import convert_to_tflite
+    from tfdeeplab import DeepLabV3
+
+    published = tmp_path / "published.tflite"  # another project's file: no tfdeeplab metadata
+    model = DeepLabV3(21, "mobilenetv2", alpha=0.35, aspp_rates=())
+    published.write_bytes(convert_to_tflite(model, (1, 48, 48, 3)))
+    timing = {"min_runs": 2, "min_secs": 0.0, "warmup_runs": 0}
+    report = compare_peers.compare(64, timing=timing, peer_tflites=[published])
+    rows = {row["name"]: row for row in report["results"]}
+    row = rows["published published.tflite (TFLite fp32)"]
+    assert row["input_size"] == 48 and row["input_shape"] == [1, 48, 48, 3]
+    assert row["latency_ratio"] is None and row["macs"] > 0
+    assert rows["tfdeeplab ResNet-50 OS8"]["latency_ratio"] is not None
+    table = compare_peers.markdown_table(report)
+    assert "| published published.tflite (TFLite fp32) | 48 |" in table
+    assert "— (other input size)" in table
+    with pytest.raises(ValueError, match=r"--peer-tflite .*: not a \.tflite file with a fixed"):
+        compare_peers.compare(64, timing=timing, peer_tflites=[tmp_path])
