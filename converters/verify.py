@@ -37,6 +37,13 @@ class VerificationReport:
             artifact outputs class ids); logit_scale: max |Keras logit|, to read them against.
         ops: op name → count (TFLite nodes, or the TF op types of a SavedModel's graph).
         input: the artifact's input shape and dtype; output: "logits" or "mask".
+        delegation: TFLite only: {"delegate": "XNNPACK" or None, "partitions", "nodes"} as
+            LiteRT ran the file on this CPU (1 partition: XNNPACK runs the whole graph).
+
+    TensorFlow's GPU-delegate analysis (`tf.lite.experimental.Analyzer`, gpu_compatibility=True)
+    is not reported: its checks were removed in TF 2.18 (tensorflow/tensorflow#77042) and it
+    calls every file compatible (tried here with CUMSUM, TOPK_V2, GATHER_ND and a 5-D
+    TRANSPOSE), which would mislead.
     """
 
     artifact: str
@@ -53,6 +60,7 @@ class VerificationReport:
     ops: dict
     input: dict
     output: str
+    delegation: dict | None = None
 
     @property
     def miou_drop(self):
@@ -100,6 +108,8 @@ class VerificationReport:
             ),
             ("ops", ", ".join(f"{op}×{n}" for op, n in sorted(self.ops.items()))),
         ]
+        if self.delegation is not None:
+            rows.append(("XNNPACK partitions", str(self.delegation["partitions"])))
         return "\n".join(
             ["| check | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
         )
@@ -222,6 +232,7 @@ def verify(artifact, keras_model, data, ignore_label=255, max_images=None):
         ops=runner.ops,
         input=runner.input,
         output=runner.output,
+        delegation=runner.model.delegation() if runner.format == "tflite" else None,
     )
 
 

@@ -73,6 +73,8 @@ def test_int8_is_under_half_of_fp32_keeping_classes(model, data, fp32_size, io_t
     assert report.input == {"shape": [1, SIZE, SIZE, 3], "dtype": io_type}
     assert report.agreement >= 0.95  # measured: 0.97-0.98 on this tiny, briefly trained net
     assert abs(report.miou_drop) <= 3
+    assert report.delegation["delegate"] == "XNNPACK" and report.delegation["partitions"] == 1
+    assert "| XNNPACK partitions | 1 |" in report.to_markdown()
     assert "CONV_2D" in report.ops and "QUANTIZE" in report.ops
     assert_clean_graph(report.ops)
 
