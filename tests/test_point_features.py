@@ -103,3 +103,18 @@ def test_point_sample_agrees_with_the_same_conventions_resize(align_corners):
     labels = tf.constant(np.arange(size * size).reshape(1, size, size))
     expected = (inside[:, None] * size + inside[None, :]).ravel()
     np.testing.assert_array_equal(labels_at_points(labels, points, align_corners)[0], expected)
+
+
+def test_point_sample_is_one_gather_in_tflite():
+    """Four corner gathers would be four ops XNNPACK does not take; one GATHER_ND fetches
+    all 4N corner rows (same values: the interpolation tests above)."""
+    from converters.litert import LiteRTModel
+
+    features = tf.TensorSpec((1, 9, 11, 3), tf.float32)
+    points = tf.TensorSpec((1, 5, 2), tf.float32)
+    function = tf.function(point_sample, input_signature=[features, points])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], function
+    )
+    ops = LiteRTModel(converter.convert()).op_names
+    assert ops.count("GATHER_ND") == 1

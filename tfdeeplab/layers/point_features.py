@@ -29,27 +29,36 @@ def cell_coordinates(points, height, width, align_corners=False):
 def point_sample(features, points, align_corners=False):
     """Bilinear samples of `features` (B, H, W, C) at `points` (B, N, 2); zero outside the map.
 
+    The four corners of every point are fetched by one GATHER_ND of 4N rows, not four: each
+    gather is an op XNNPACK does not take, so in a TFLite file every gather between delegated
+    ops cuts the graph into another delegate partition.
+
     Returns:
         (B, N, C), in the dtype of `features`.
     """
     shape = tf.shape(features)
     height, width = shape[1], shape[2]
+    channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
     x, y = cell_coordinates(points, height, width, align_corners)
     x0, y0 = tf.floor(x), tf.floor(y)
     wx1, wy1 = x - x0, y - y0
     x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
-    result = 0.0
+    indices, weights = [], []
     for dy, wy in ((0, 1.0 - wy1), (1, wy1)):
         for dx, wx in ((0, 1.0 - wx1), (1, wx1)):
             xi, yi = x0 + dx, y0 + dy
             inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-            index = tf.stack(
-                [tf.clip_by_value(yi, 0, height - 1), tf.clip_by_value(xi, 0, width - 1)], -1
+            indices.append(
+                tf.stack(
+                    [tf.clip_by_value(yi, 0, height - 1), tf.clip_by_value(xi, 0, width - 1)], -1
+                )
             )
-            corner = tf.gather_nd(features, index, batch_dims=1)
-            weight = wx * wy * tf.cast(inside, tf.float32)
-            result += corner * tf.cast(weight, features.dtype)[..., None]
-    return result
+            weights.append(wx * wy * tf.cast(inside, tf.float32))
+    corners = tf.gather_nd(features, tf.concat(indices, axis=1), batch_dims=1)  # (B, 4N, C)
+    count = tf.shape(points)[1]
+    corners = tf.reshape(corners, tf.stack([shape[0], 4, count, channels]))
+    weight = tf.reshape(tf.concat(weights, axis=1), tf.stack([shape[0], 4, count, 1]))
+    return tf.reduce_sum(corners * tf.cast(weight, features.dtype), axis=1)
 
 
 def uncertainty(logits):
