@@ -24,7 +24,8 @@ def test_mobile_peer_measures_every_variant_beside_the_peer(tmp_path):
             *TINY_TIMING]  # fmt: skip
     report = mobile_peer.main(argv)
     labels = [row["label"] for row in report["rows"]]
-    assert labels[0].startswith("published") and len(labels) == 1 + 2 * len(mobile_peer.VARIANTS)
+    assert labels[0].startswith("published") and len(labels) == 2 + 2 * len(mobile_peer.VARIANTS)
+    assert "ours, light head, int8, uint8 in, mask out" in labels
     assert "ours, light head, int8" in labels
     # Two rounds each; the kept round is the lower middle one.
     for row in report["rows"]:
