@@ -62,9 +62,11 @@ def test_the_command_line_says_one_line_without_tensorflow_start_up_noise():
     arguments = ["predict", "--model", "missing.keras", "--input", "x", "--out", "y"]
     result = run_python(None, "-m", "tfdeeplab.cli", *arguments)
     assert result.returncode == 2
-    assert result.stderr == "tfdeeplab predict: error: --model missing.keras: no such file\n"
+    assert (
+        result.stderr == "tfdeeplab predict: error: --model missing.keras: no such file or folder\n"
+    )
     verbose = run_python(None, "-m", "tfdeeplab.cli", *arguments, "--verbose")
-    assert verbose.returncode == 2 and verbose.stderr.endswith("no such file\n")
+    assert verbose.returncode == 2 and verbose.stderr.endswith("no such file or folder\n")
 
 
 def test_train_starts_tensorflow_with_onednn_and_no_onednn_without(tmp_path):
