@@ -198,8 +198,9 @@ def _fixed_size(path):
 
 def _tflite_peer(path, size, batch, threads, timing, progress):
     """A published .tflite file's row, measured by `benchmarks.artifacts` at its own size."""
-    job = {"path": str(path), "input_size": list(size), "batch": batch, "threads": threads,
-           "timing": timing or {}}  # fmt: skip
+    from benchmarks.latency import artifact_job
+
+    job = artifact_job(path, size, batch, threads, timing)
     measured = run_in_subprocess("benchmarks.artifacts:measure_job", job, str(path))
     name = f"published {Path(path).name} (TFLite {measured['precision']})"
     progress(f"{name}: p50 {measured['runs']['p50_ms']:.1f} ms at {size[0]}×{size[1]}")

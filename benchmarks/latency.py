@@ -134,6 +134,12 @@ def artifact_input_size(path):
     return None if None in shape[1:3] else (int(shape[1]), int(shape[2]))
 
 
+def artifact_job(path, input_size, batch, threads, timing):
+    """The job of `benchmarks.artifacts:measure_job` measuring `path` at `input_size` (H, W)."""
+    return {"path": str(path), "input_size": list(input_size), "batch": batch,
+            "threads": threads, "timing": timing or {}}  # fmt: skip
+
+
 def benchmark(
     paths,
     input_size=None,
@@ -179,8 +185,8 @@ def benchmark(
     )
     progress(plain_header())
     jobs = [
-        {"path": str(path), "batch": batch, "threads": threads, "timing": timing or {},
-         "input_size": list(input_size or artifact_input_size(path) or DEFAULT_SIZE)}
+        artifact_job(path, input_size or artifact_input_size(path) or DEFAULT_SIZE, batch,
+                     threads, timing)
         for path in paths
     ]  # fmt: skip
     results = _measure_rounds(jobs, rounds, peak, progress, onednn)

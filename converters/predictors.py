@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tfdeeplab.layers.resize_like import IMAGENET_MEAN_RGB
-
 
 class KerasPredictor:
     """A `.keras` model, with multi-scale and flipped inference (`predict_probabilities`)."""
@@ -69,12 +67,15 @@ class TFLitePredictor:
         height, width = image.shape[:2]
         if self.size is None:
             return self._classes(self.model(image[None])[0], (height, width))
-        ratio = min(self.size[0] / height, self.size[1] / width)
-        fitted = (max(round(height * ratio), 1), max(round(width * ratio), 1))
-        canvas = np.empty((*self.size, 3), np.float32)
-        canvas[:] = IMAGENET_MEAN_RGB
-        canvas[: fitted[0], : fitted[1]] = _resize(image, fitted, "bilinear")
-        output = self.model(canvas[None])[0][: fitted[0], : fitted[1]]
+        from tfdeeplab.data.pipeline import resize_pair_for_eval
+
+        # Evaluation's own fit (a zero mask marks where the photo lands: -1 is the padding).
+        canvas, placed = resize_pair_for_eval(
+            image, np.zeros((height, width), np.int32), self.size, -1
+        )
+        placed = placed.numpy() != -1
+        fitted = (int(placed.any(axis=1).sum()), int(placed.any(axis=0).sum()))
+        output = self.model(canvas.numpy()[None])[0][: fitted[0], : fitted[1]]
         return self._classes(output, (height, width))
 
     def _classes(self, output, size):

@@ -103,11 +103,10 @@ def prediction_rows(model, dataset, folder, count, scales=(1.0,), flip=False):
     rows = []
     start = 0
     for images, masks in dataset:
-        indices = [i for i in range(start, start + len(masks)) if i in wanted]
+        picked = [i for i in range(len(masks)) if start + i in wanted]
         start += len(masks)
-        if not indices:
+        if not picked:
             continue
-        picked = [i - start + len(masks) for i in indices]
         images = tf.gather(images, picked).numpy()
         masks = tf.gather(masks, picked).numpy()
         predictions = predict_probabilities(model, images, scales, flip).argmax(-1)
