@@ -14,12 +14,13 @@ import numpy as np
 
 
 class KerasPredictor:
-    """A `.keras` model, with multi-scale and flipped inference (`predict_probabilities`)."""
+    """A `.keras` model (a path, or a loaded model), with multi-scale and flipped inference
+    (`predict_probabilities`)."""
 
-    def __init__(self, path, scales=(1.0,), flip=False):
+    def __init__(self, model, scales=(1.0,), flip=False):
         import keras
 
-        self.model = keras.saving.load_model(path)
+        self.model = model if isinstance(model, keras.Model) else keras.saving.load_model(model)
         self.num_classes = int(self.model.output_shape[-1])
         self.metadata = None
         self.scales, self.flip = scales, flip
@@ -29,6 +30,19 @@ class KerasPredictor:
 
         probabilities = predict_probabilities(self.model, image[None], self.scales, self.flip)
         return probabilities[0].argmax(-1)
+
+    # The tile size of `tfdeeplab.predict_tiled` when none is given (any size runs).
+    tile_size = None
+
+    def logits(self, batch):
+        """(B, H, W, K) float32 logits of a batch; with scales or flip, the log of the averaged
+        probabilities (their argmax and blend are the averaged prediction's)."""
+        if tuple(self.scales) == (1.0,) and not self.flip:
+            return np.asarray(self.model.predict_on_batch(batch), np.float32)
+        from tfdeeplab.inference import predict_probabilities
+
+        probabilities = predict_probabilities(self.model, batch, self.scales, self.flip)
+        return np.log(np.maximum(probabilities, 1e-12))
 
 
 class SavedModelPredictor:
@@ -48,6 +62,13 @@ class SavedModelPredictor:
 
         return self.serve(images=tf.constant(image[None], tf.float32))["mask"][0].numpy()
 
+    tile_size = None
+
+    def logits(self, batch):
+        import tensorflow as tf
+
+        return self.serve(images=tf.constant(batch, tf.float32))["logits"].numpy()
+
 
 class TFLitePredictor:
     """A `.tflite` file of `converters.export_tflite`, fp32 or quantized, logits or mask."""
@@ -56,6 +77,7 @@ class TFLitePredictor:
         from converters.litert import LiteRTModel
         from converters.metadata import read_metadata
 
+        self.path = path
         self.metadata = read_metadata(path)
         self.num_classes = int(self.metadata["output"]["num_classes"])
         self.model = LiteRTModel(path)
@@ -77,6 +99,26 @@ class TFLitePredictor:
         fitted = (int(placed.any(axis=1).sum()), int(placed.any(axis=0).sum()))
         output = self.model(canvas.numpy()[None])[0][: fitted[0], : fitted[1]]
         return self._classes(output, (height, width))
+
+    @property
+    def tile_size(self):
+        """The file's own square input size, or None for a dynamic-size file."""
+        if self.size is None:
+            return None
+        if self.size[0] != self.size[1]:
+            raise ValueError(
+                f"{self.path}: tiles are square; this file takes {self.size[0]}×{self.size[1]} "
+                "(export it with a square --input-size or dynamic)"
+            )
+        return self.size[0]
+
+    def logits(self, batch):
+        """(B, H, W, K) float32, one image per invocation (the file's batch is 1); a file
+        that outputs class ids gives one-hot scores, which blend as votes."""
+        outputs = [self.model(image[None])[0] for image in np.asarray(batch, np.float32)]
+        if self.kind == "mask":
+            return np.eye(self.num_classes, dtype=np.float32)[np.stack(outputs).astype(int)]
+        return np.stack(outputs).astype(np.float32)
 
     def _classes(self, output, size):
         if self.kind == "mask":

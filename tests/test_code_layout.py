@@ -12,7 +12,13 @@ import pytest
 ROOT = Path(__file__).parents[1]
 PACKAGES = ("tfdeeplab", "converters", "benchmarks")
 # The application layer: the only tfdeeplab modules that may use converters and benchmarks.
-APPLICATION = {"tfdeeplab.cli", "tfdeeplab.commands", "tfdeeplab.demo", "tfdeeplab.demo_report"}
+APPLICATION = {
+    "tfdeeplab.cli",
+    "tfdeeplab.commands",
+    "tfdeeplab.demo",
+    "tfdeeplab.demo_report",
+    "tfdeeplab.raster_predict",
+}
 
 
 def module_name(path):

@@ -142,3 +142,17 @@ def test_an_exported_mask_matches_keras_away_from_borders(run):
         mask = load_predictor(run[name])(image)
         assert mask.shape == image.shape[:2]
         assert np.mean(mask == keras_mask) > 0.9, name
+
+
+def test_tiled_prediction_runs_artifacts_and_a_fixed_file_sets_the_window(run):
+    from tfdeeplab import predict_tiled
+
+    image = np.random.default_rng(1).uniform(0, 255, (100, 90, 3)).astype(np.float32)
+    expected = predict_tiled(run["model"], image, SIZE, 8, progress=False)["classes"]
+    served = predict_tiled(run["saved_model"], image, SIZE, 8, progress=False)
+    assert (served["classes"] == expected).mean() > 0.999
+    tflite = predict_tiled(run["tflite"], image, overlap=8, progress=False)
+    assert tflite["tile_size"] == SIZE and tflite["tiles"] == 3 * 3
+    assert (tflite["classes"] == expected).mean() > 0.9  # int8
+    with pytest.raises(ValueError, match="fixed 40×40 input; use --tile 40"):
+        predict_tiled(run["tflite"], image, tile_size=64, progress=False)

@@ -16,10 +16,18 @@ _NAMES = {
     "get_backbone": "backbones",
     "DeepLabV3": "deeplabv3",
     "from_torchvision": "torchvision_port",
+    "predict_tiled": "raster_predict",
 }
 _SUBMODULES = ("layers", "losses", "metrics", "schedules", "backbones", "deeplabv3")
 
-__all__ = ["BACKBONES", "DeepLabV3", "__version__", "from_torchvision", "get_backbone"]
+__all__ = [
+    "BACKBONES",
+    "DeepLabV3",
+    "__version__",
+    "from_torchvision",
+    "get_backbone",
+    "predict_tiled",
+]
 
 
 def register_serializables():

@@ -71,9 +71,13 @@ class EvaluateOptions(InferenceOptions, DataOptions):
 class PredictOptions(InferenceOptions):
     model: str = setting(help="a .keras model, SavedModel folder or .tflite file (exported: "
                          "its own class colours)")  # fmt: skip
-    input: str = setting(help="an image or a folder of images")
-    out: str = setting(help="output folder")
+    input: str = setting(help="an image, a folder of images or a (Geo)TIFF raster")
+    out: str = setting(help="output folder (PNGs), or a .tif for a GeoTIFF class raster")
     data: str | None = setting(None, "dataset folder for classes.json colours")
+    tile: int | None = setting(None, "sliding windows of this size (a raster of any size)")
+    overlap: int = setting(64, "pixels neighbouring windows share, blended (with --tile)")
+    batch_size: int = setting(4, "windows per model call (with --tile)")
+    probabilities: bool = setting(False, "also <out>_probabilities.tif (with a .tif --out)")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -260,19 +264,15 @@ def predict_command(args):
 
     from converters.predictors import class_colours, load_predictor, read_rgb
     from tfdeeplab.atomic import atomic_write_bytes
-    from tfdeeplab.data.folder import IMAGE_SUFFIXES
+    from tfdeeplab.data.folder import image_paths
     from tfdeeplab.visualize import png_bytes
 
+    if args.tile is not None or args.out.lower().endswith((".tif", ".tiff")):
+        from tfdeeplab.raster_predict import predict_command_tiled
+
+        return predict_command_tiled(args)
     predictor = load_predictor(args.model, args.scales, args.flip)
-    source = Path(args.input)
-    if source.is_dir():
-        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    elif source.is_file():
-        paths = [source]
-    else:
-        raise FileNotFoundError(f"--input {source}: no such file or folder")
-    if not paths:
-        raise ValueError(f"--input {source}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    paths = image_paths(args.input)
     colours = class_colours(args.data, predictor.num_classes, predictor.metadata)
     out = Path(args.out)
     progress = keras.utils.Progbar(len(paths), unit_name="image")

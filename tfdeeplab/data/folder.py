@@ -71,6 +71,21 @@ def read_classes(root):
     return names, colours
 
 
+def image_paths(source):
+    """The image files to predict: `source` itself, or the images in folder `source`, sorted;
+    FileNotFoundError / ValueError naming `--input` when there are none."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif source.is_file():
+        paths = [source]
+    else:
+        raise FileNotFoundError(f"--input {source}: no such file or folder")
+    if not paths:
+        raise ValueError(f"--input {source}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
 def _mask_folder(root):
     for name in MASK_FOLDERS:
         if (root / name).is_dir():

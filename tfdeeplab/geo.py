@@ -1,0 +1,163 @@
+"""Georeferenced rasters (GeoTIFF) through rasterio (GDAL), read and written window by window.
+
+rasterio is an optional dependency: `pip install -e ".[geo]"`. Without it, the functions here
+raise an ImportError that says so; PNG/JPEG work never needs it.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tfdeeplab.tiling import NODATA_CLASS
+
+GEO_EXTRA = 'pip install -e ".[geo]"  (or: pip install rasterio)'
+TIFF_SUFFIXES = (".tif", ".tiff")
+# Internal tiling of the written GeoTIFFs (GDAL's blocks): 256² is GDAL's common choice.
+BLOCK = 256
+
+
+def rasterio_module():
+    """rasterio, or an ImportError naming the extra that installs it."""
+    try:
+        import rasterio
+    except ImportError:
+        raise ImportError(f"reading and writing GeoTIFFs needs rasterio: {GEO_EXTRA}") from None
+    return rasterio
+
+
+def is_tiff(path):
+    return Path(path).suffix.lower() in TIFF_SUFFIXES
+
+
+def read_raster(path):
+    """A whole (Geo)TIFF as (pixels (H, W, bands) in its own dtype, valid (H, W) bool).
+
+    `valid` is False where the file's nodata value (or its mask) marks every band."""
+    rasterio = rasterio_module()
+    try:
+        with rasterio.open(path) as dataset:
+            pixels = np.moveaxis(dataset.read(), 0, -1)
+            valid = dataset.dataset_mask() > 0
+    except rasterio.errors.RasterioIOError as error:
+        raise ValueError(f"{path}: unreadable raster ({error})") from None
+    return pixels, valid
+
+
+def raster_shape(path):
+    """(height, width, bands, dtype name, nodata) of a raster file, reading no pixels."""
+    rasterio = rasterio_module()
+    try:
+        with rasterio.open(path) as dataset:
+            return dataset.height, dataset.width, dataset.count, dataset.dtypes[0], dataset.nodata
+    except rasterio.errors.RasterioIOError as error:
+        raise ValueError(f"{path}: unreadable raster ({error})") from None
+
+
+class GeoTiffSource:
+    """Windows of a raster file (`tfdeeplab.tiling`'s source interface); use as a context
+    manager. `require_georeference`: ValueError naming the file when it has no CRS."""
+
+    def __init__(self, path, require_georeference=False):
+        rasterio = rasterio_module()
+        self.path = Path(path)
+        try:
+            self.dataset = rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as error:
+            raise ValueError(f"{self.path}: unreadable raster ({error})") from None
+        if require_georeference and self.dataset.crs is None:
+            self.dataset.close()
+            raise ValueError(
+                f"{self.path}: has no coordinate reference system; a georeferenced output needs "
+                "a georeferenced input (or write a PNG/array instead)"
+            )
+        self.height, self.width = self.dataset.height, self.dataset.width
+        self.bands = self.dataset.count
+        self.profile = self.dataset.profile
+
+    def read(self, top, left, height, width):
+        from rasterio.windows import Window
+
+        window = Window(left, top, width, height)
+        pixels = np.moveaxis(self.dataset.read(window=window), 0, -1).astype(np.float32)
+        valid = self.dataset.dataset_mask(window=window) > 0
+        return pixels, valid
+
+    def close(self):
+        self.dataset.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class GeoTiffOutput:
+    """A single-band uint8 class raster with the source's CRS, transform and size, tiled and
+    DEFLATE-compressed, nodata `NODATA_CLASS` where the input had none, a colour table and the
+    class names as band tags; with `probabilities`, a second file `<stem>_probabilities.tif`
+    with one uint8 band per class (probability × 255). Written to temporary files that are
+    renamed when `close(success=True)`, so a killed run leaves no half-written raster."""
+
+    def __init__(self, path, source, class_names, colours, probabilities=False):
+        rasterio = rasterio_module()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        profile = {
+            "driver": "GTiff",
+            "height": source.height,
+            "width": source.width,
+            "count": 1,
+            "dtype": "uint8",
+            "nodata": NODATA_CLASS,
+            "crs": source.profile.get("crs"),
+            "transform": source.profile.get("transform"),
+            "tiled": True,
+            "blockxsize": BLOCK,
+            "blockysize": BLOCK,
+            "compress": "deflate",
+        }
+        if profile["crs"] is None:  # not georeferenced: no transform to keep either
+            profile.pop("crs"), profile.pop("transform")
+        self.targets = [self.path]
+        self._temporary = [self._temporary_path(self.path)]
+        self.classes = rasterio.open(self._temporary[0], "w", **profile)
+        self.classes.write_colormap(
+            1, {i: (*map(int, colour), 255) for i, colour in enumerate(colours)}
+        )
+        self.classes.update_tags(1, classes=json.dumps(list(class_names)))
+        self.classes.set_band_description(1, "class")
+        self.probabilities = None
+        if probabilities:
+            target = self.path.with_name(f"{self.path.stem}_probabilities.tif")
+            self.targets.append(target)
+            self._temporary.append(self._temporary_path(target))
+            bands = {**profile, "count": len(class_names), "nodata": None}
+            self.probabilities = rasterio.open(self._temporary[1], "w", **bands)
+            for band, name in enumerate(class_names, 1):
+                self.probabilities.set_band_description(band, f"p({name}) × 255")
+
+    @staticmethod
+    def _temporary_path(path):
+        return path.with_name(f".{path.name}.{os.getpid()}.tmp.tif")
+
+    def write(self, top, classes, probabilities):
+        from rasterio.windows import Window
+
+        window = Window(0, top, classes.shape[1], classes.shape[0])
+        self.classes.write(classes[None], window=window)
+        if self.probabilities is not None:
+            scaled = np.round(np.moveaxis(probabilities, -1, 0) * 255).astype(np.uint8)
+            self.probabilities.write(scaled, window=window)
+
+    def close(self, success=True):
+        for dataset in (self.classes, self.probabilities):
+            if dataset is not None:
+                dataset.close()
+        for temporary, target in zip(self._temporary, self.targets, strict=True):
+            if success:
+                os.replace(temporary, target)
+            else:
+                temporary.unlink(missing_ok=True)
