@@ -87,11 +87,11 @@ def _batches(data):
 
 
 def representative_images(data, size, steps):
-    """Yields `[image (1, H, W, 3) float32]` for `TFLiteConverter.representative_dataset`.
+    """Yields `[image (1, H, W, bands) float32]` for `TFLiteConverter.representative_dataset`.
 
     Args:
         data: a tf.data.Dataset, an iterable or a generator function of image batches
-            (B, H, W, 3) or (images, masks) pairs, or one array of images.
+            (B, H, W, bands) or (images, masks) pairs, or one array of images.
         size: (H, W) the images are resized to (bilinear) when theirs differs; None keeps it.
         steps: the number of images to yield at most.
     """
@@ -101,10 +101,10 @@ def representative_images(data, size, steps):
         images = tf.convert_to_tensor(images, tf.float32)
         if images.shape.rank == 3:
             images = images[None]
-        if images.shape.rank != 4 or images.shape[-1] != 3:
+        if images.shape.rank != 4:
             raise ValueError(
                 f"representative_data gave a batch of shape {images.shape}; expected images "
-                "(B, H, W, 3) or (images, masks) pairs"
+                "(B, H, W, bands) or (images, masks) pairs"
             )
         for index in range(images.shape[0]):
             if count >= steps:

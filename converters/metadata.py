@@ -33,6 +33,23 @@ _NORMALIZATION = {
 }
 
 
+def _band_input(layer, mode):
+    """The input entry of a multispectral model (`BandNormalization`)."""
+    scale, offset = layer.scale.tolist(), layer.offset.tolist()
+    return {
+        "bands": layer.bands,
+        "rgb_bands": list(layer.rgb_bands),
+        "band_mean": layer.band_mean,
+        "band_std": layer.band_std,
+        "value_range": None if layer.band_mean is not None else [0, 255],
+        "normalization": {
+            "mode": mode,
+            "inside_model": True,
+            "formula": f"x * {[round(v, 6) for v in scale]} + {[round(v, 6) for v in offset]}",
+        },
+    }
+
+
 def config_digest(config):
     """SHA-256 of a training config (a JSON-able mapping), keys sorted: equal configs, equal
     digests."""
@@ -54,7 +71,7 @@ def describe(model, class_names=None, colours=None, ignore_label=255, training_c
     """
     import tfdeeplab
     from tfdeeplab.inference import model_align_corners
-    from tfdeeplab.layers.image_normalization import ImageNormalization
+    from tfdeeplab.layers.image_normalization import BandNormalization, ImageNormalization
     from tfdeeplab.visualize import palette
 
     shape = model.output_shape
@@ -69,8 +86,9 @@ def describe(model, class_names=None, colours=None, ignore_label=255, training_c
             f"{num_classes} classes"
         )
     layers = _all_layers(model)
-    modes = [layer.mode.value for layer in layers if isinstance(layer, ImageNormalization)]
-    mode = modes[0] if modes else None
+    kinds = ImageNormalization | BandNormalization
+    normalizations = [layer for layer in layers if isinstance(layer, kinds)]
+    mode = normalizations[0].mode.value if normalizations else None
     description = {
         "schema": SCHEMA,
         "task": "semantic segmentation" if single else "feature extraction",
@@ -91,6 +109,9 @@ def describe(model, class_names=None, colours=None, ignore_label=255, training_c
         },
         "output": {"num_classes": num_classes, "align_corners": model_align_corners(model)},
     }
+    bands = [layer for layer in normalizations if isinstance(layer, BandNormalization)]
+    if bands:
+        description["input"] = _band_input(bands[0], mode)
     if training_config is not None:
         description["training"] = {
             "config_sha256": config_digest(training_config),

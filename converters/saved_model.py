@@ -18,10 +18,11 @@ def _decode(encoded):
 def export_saved_model(model, path, overwrite=False, metadata=None):
     """Writes `model` as a SavedModel with three signatures, atomically.
 
-    - `serving_default`: `images` float32 (B, H, W, 3) RGB in [0, 255], any H and W →
+    - `serving_default`: `images` float32 (B, H, W, bands) (RGB in [0, 255] for RGB models),
+      any H and W →
       `{"logits": float32 (B, H, W, K), "mask": int32 (B, H, W) class ids}`.
-    - `serve_encoded`: `images` string (B,) of encoded JPEG/PNG/BMP/GIF bytes, all of one
-      size → `{"mask": int32 (B, H, W)}`, for REST clients that send files.
+    - `serve_encoded` (RGB models): `images` string (B,) of encoded JPEG/PNG/BMP/GIF bytes,
+      all of one size → `{"mask": int32 (B, H, W)}`, for REST clients that send files.
     - `metadata`: no input → `{"metadata": string}`, the JSON of `converters.metadata` (class
       names and colours, input convention, ...), also stored as
       `assets/tfdeeplab_metadata.json` (`converters.read_metadata(path)` reads it without
@@ -46,9 +47,10 @@ def export_saved_model(model, path, overwrite=False, metadata=None):
     refuse_overwrite(path, overwrite)
     description = describe(model) if metadata is None else metadata
     classes = description["output"]["num_classes"]
+    bands = int(model.input_shape[-1])
     description = with_tensors(
         description,
-        tensor_description((None, None, None, 3), "float32"),
+        tensor_description((None, None, None, bands), "float32"),
         tensor_description((None, None, None, classes), "float32"),
         "logits",
         "none",
@@ -81,18 +83,15 @@ def export_saved_model(model, path, overwrite=False, metadata=None):
     module = tf.Module()
     weights = model.inference_weights() if hasattr(model, "inference_weights") else model.weights
     module.model_variables = [variable.value for variable in weights]
-    module.serve = tf.function(
-        serve, input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name="images")]
-    )
-    module.serve_encoded = tf.function(
-        serve_encoded, input_signature=[tf.TensorSpec((None,), tf.string, name="images")]
-    )
+    images = tf.TensorSpec((None, None, None, bands), tf.float32, name="images")
+    module.serve = tf.function(serve, input_signature=[images])
     module.metadata = tf.function(lambda: {"metadata": tf.constant(text)}, input_signature=[])
-    signatures = {
-        "serving_default": module.serve,
-        "serve_encoded": module.serve_encoded,
-        "metadata": module.metadata,
-    }
+    signatures = {"serving_default": module.serve, "metadata": module.metadata}
+    if bands == 3:
+        module.serve_encoded = tf.function(
+            serve_encoded, input_signature=[tf.TensorSpec((None,), tf.string, name="images")]
+        )
+        signatures["serve_encoded"] = module.serve_encoded
     with atomic_directory(path) as temporary, tempfile.TemporaryDirectory() as folder:
         asset = Path(folder) / SAVED_MODEL_ASSET  # saved as assets/<this name>
         asset.write_text(text)

@@ -148,11 +148,14 @@ class PointRendRefiner(tf_keras.layers.Layer):
         align_corners=False,
         image_features=False,
         points_stride=None,
+        pixel_scale=None,
+        pixel_offset=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.align_corners = bool(align_corners)
         self.image_features = bool(image_features)
+        self.pixel_scale, self.pixel_offset = pixel_scale, pixel_offset
         self.points_stride = points_stride
         self.num_classes = int(num_classes)
         self.steps = int(steps)
@@ -176,7 +179,9 @@ class PointRendRefiner(tf_keras.layers.Layer):
         size = tf.shape(image)[1:3]
         if training:
             return resize(coarse, size, "bilinear", self.align_corners)
-        pixels = pixel_features(image) if self.image_features else None
+        pixels = None
+        if self.image_features:
+            pixels = pixel_features(image, self.pixel_scale, self.pixel_offset)
         points = points_per_step(size, self.points, self.points_stride)
         return adaptive_subdivision(
             coarse, fine, size, self._head, self.steps, points, self.align_corners, pixels
@@ -193,6 +198,8 @@ class PointRendRefiner(tf_keras.layers.Layer):
             "align_corners": self.align_corners,
             "image_features": self.image_features,
             "points_stride": self.points_stride,
+            "pixel_scale": self.pixel_scale,
+            "pixel_offset": self.pixel_offset,
         }
 
 
@@ -226,6 +233,8 @@ class _Builder:
         if name == "ImageNormalization":
             affine = Affine(layer.scale, layer.offset, layer.mode.value == "caffe", name=layer.name)
             return affine(args[0])
+        if name == "BandNormalization":
+            return Affine(layer.scale, layer.offset, name=layer.name)(args[0])
         if name == "AlignedPadding":
             return AlignedPadding(layer.stride, layer.value, name=layer.name)(*args)
         if name == "CropLike":
@@ -244,6 +253,8 @@ class _Builder:
                 layer.align_corners,
                 layer.image_features,
                 layer.points_stride,
+                layer.pixel_scale,
+                layer.pixel_offset,
                 name=layer.name,
             )
             self.pairs.append((refiner, layer))
@@ -353,10 +364,10 @@ def to_tf_keras(model, input_size=None):
             Quantization-aware training and integer export want a static size.
 
     Returns:
-        A `tf_keras.Model` taking (B, H, W, 3) float RGB in [0, 255] and returning the logits.
+        A `tf_keras.Model` taking the model's input (B, H, W, bands) and returning the logits.
     """
     height, width = (None, None) if input_size is None else input_size
-    image = tf_keras.Input((height, width, 3), name="image")
+    image = tf_keras.Input((height, width, model.input_shape[-1]), name="image")
     builder = _Builder()
     logits = builder.functional(model, image)
     rebuilt = tf_keras.Model(image, logits, name=model.name)

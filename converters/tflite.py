@@ -179,7 +179,7 @@ def export_tflite(
         )
     flatbuffer = convert_to_tflite(
         model,
-        (1, height, width, 3),
+        (1, height, width, model.input_shape[-1]),
         quantization,
         representative_data,
         calibration_steps,

@@ -150,7 +150,8 @@ class _SavedModelRunner:
 
     def __init__(self, path):
         self.function = tf.saved_model.load(str(path)).signatures["serving_default"]
-        self.input = {"shape": [None, None, None, 3], "dtype": "float32"}
+        bands = self.function.structured_input_signature[1]["images"].shape[-1]
+        self.input = {"shape": [None, None, None, bands], "dtype": "float32"}
         self.output = "logits"
         self.ops = dict(collections.Counter(_forward_op_types(self.function.graph.as_graph_def())))
 

@@ -127,7 +127,7 @@ def test_fit_learns_a_colour_to_class_task(trained_tiny):
         ({"output_stride": 4}, "output_stride=4 is not supported; choose one of: 8, 16, 32"),
         ({"aspp_rates": (6, -1)}, "must be positive integers, e.g. \\(6, 12, 18\\)"),
         ({"aspp_rates": "paper"}, "must be 'auto' or positive integers"),
-        ({"input_shape": (64, 64, 1)}, "must be \\(H, W, 3\\)"),
+        ({"input_shape": (64, 64, 0)}, "must be \\(H, W, bands\\)"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):

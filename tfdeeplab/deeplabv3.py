@@ -103,6 +103,9 @@ def DeepLabV3(
     aux_head=False,
     aux_loss_weight=0.4,
     decoder=False,
+    rgb_bands=None,
+    band_mean=None,
+    band_std=None,
     name=None,
 ):
     """Builds DeepLabV3 as a functional `keras.Model`.
@@ -121,7 +124,10 @@ def DeepLabV3(
         dropout: dropout rate after the ASPP projection.
         backbone_weights: None, "imagenet" or a keras.applications weights file (see
             `get_backbone`).
-        input_shape: (H, W, 3); H and W may be None (any size, also odd ones such as 321×479).
+        input_shape: (H, W, bands); H and W may be None (any size, also odd ones such as
+            321×479). bands ≥ 1: other than 3 (or with `band_mean`), the model is the RGB one
+            widened by `tfdeeplab.bands.with_input_bands` (pretrained RGB kernels on the
+            `rgb_bands`, the other bands' first-convolution slices starting at zero).
         alpha: MobileNetV2 width multiplier.
         batchnorm_momentum: momentum of every BatchNormalization; None keeps the backbone's own
             (0.999 in MobileNetV2) and 0.99 in ASPP. Use ~0.9 (PyTorch's default) when training
@@ -155,6 +161,9 @@ def DeepLabV3(
             backbone's stride-4 "low" map by `deeplabv3plus_decoder` (`aspp_filters` channels)
             before the classifier, so the coarse logits are at stride 4 (thin structures
             survive); PointRend then subdivides from stride 4.
+        rgb_bands: the input bands that are R, G, B (default (0, 1, 2); one band: grey).
+        band_mean, band_std: per-band statistics of the training data in the input's units
+            (16-bit, reflectance, …), normalised inside the model; None: 8-bit imagery.
         name: model name; default `deeplabv3_<backbone>_os<output_stride>`
             (`deeplabv3plus_...` with the decoder).
 
@@ -164,19 +173,16 @@ def DeepLabV3(
         model named "backbone" (freeze it with `model.get_layer("backbone").trainable = False`).
     """
     _check_arguments(num_classes, output_stride, input_shape)
+    if input_shape[-1] != 3 or band_mean is not None or rgb_bands is not None:
+        arguments = {k: v for k, v in locals().items() if k in _REBUILT_ARGUMENTS}
+        return _multispectral(arguments, input_shape, rgb_bands, band_mean, band_std)
     rates = _check_rates(aspp_rates, output_stride, _crop_of(input_shape, crop_size))
     images = keras.Input(shape=tuple(input_shape), name="image")
     padded = AlignedPadding(name="aligned_padding")(images) if align_corners else images
     maps = _backbone_maps(
-        padded,
-        backbone,
-        output_stride=output_stride,
-        weights=backbone_weights,
-        multi_grid=multi_grid,
-        alpha=alpha,
-        batchnorm_momentum=batchnorm_momentum,
-        mid=aux_head,
-    )
+        padded, backbone, output_stride=output_stride, weights=backbone_weights,
+        multi_grid=multi_grid, alpha=alpha, batchnorm_momentum=batchnorm_momentum, mid=aux_head,
+    )  # fmt: skip
     head_momentum = 0.99 if batchnorm_momentum is None else batchnorm_momentum
     aspp = ASPP(aspp_filters, rates, dropout, head_momentum, name="aspp")
     coarse = _coarse_logits(aspp, maps, num_classes, decoder, align_corners)
@@ -186,19 +192,33 @@ def DeepLabV3(
     refiner = None
     if pointrend:
         refiner = _pointrend_refiner(
-            num_classes,
-            LOW_STRIDE if decoder else output_stride,
-            subdivision_steps,
-            align_corners,
-            points=pointrend_points,
+            num_classes, LOW_STRIDE if decoder else output_stride, subdivision_steps,
+            align_corners, points=pointrend_points,
             points_stride=POINTS_STRIDE if pointrend_points is None else None,
-            training_points=pointrend_training_points,
-            image_features=pointrend_image_features,
-        )
+            training_points=pointrend_training_points, image_features=pointrend_image_features,
+        )  # fmt: skip
     logits = _logits_at_input_size(coarse, maps["low"], padded, images, refiner, align_corners)
     name = name or f"deeplabv3{'plus' if decoder else ''}_{backbone}_os{output_stride}"
     model = PointRendDeepLab if pointrend else SegmentationModel
     return model(images, logits, name=f"{name}_pointrend" if pointrend else name)
+
+
+# DeepLabV3's arguments that the RGB model of a multispectral one is built with.
+_REBUILT_ARGUMENTS = (
+    "num_classes", "backbone", "output_stride", "aspp_rates", "multi_grid", "aspp_filters",
+    "dropout", "backbone_weights", "alpha", "batchnorm_momentum", "pointrend",
+    "pointrend_points", "pointrend_training_points", "pointrend_image_features",
+    "subdivision_steps", "crop_size", "align_corners", "aux_head", "aux_loss_weight",
+    "decoder", "name",
+)  # fmt: skip
+
+
+def _multispectral(arguments, input_shape, rgb_bands, band_mean, band_std):
+    """The RGB DeepLabV3 of `arguments`, widened to input_shape's bands (`with_input_bands`)."""
+    from tfdeeplab.bands import with_input_bands
+
+    rgb = DeepLabV3(**arguments, input_shape=(*input_shape[:2], 3))
+    return with_input_bands(rgb, int(input_shape[-1]), rgb_bands, band_mean, band_std)
 
 
 def _backbone_maps(padded, backbone, **options):
@@ -270,8 +290,12 @@ def _check_arguments(num_classes, output_stride, input_shape):
             f"output_stride={output_stride!r} is not supported; choose one of: "
             f"{', '.join(map(str, OUTPUT_STRIDES))}"
         )
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"input_shape={input_shape!r} must be (H, W, 3) with H, W ints or None.")
+    bands = input_shape[-1] if len(input_shape) == 3 else None
+    if bands is None or isinstance(bands, bool) or int(bands) != bands or bands < 1:
+        raise ValueError(
+            f"input_shape={input_shape!r} must be (H, W, bands) with H, W ints or None and "
+            "bands ≥ 1."
+        )
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")

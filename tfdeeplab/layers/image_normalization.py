@@ -76,3 +76,110 @@ class ImageNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode.value}
+
+
+# ImageNet's pixel statistics in [0, 255] RGB: what pretrained RGB kernels were trained on.
+IMAGENET_PIXEL_MEAN = 255 * _IMAGENET_MEAN_RGB
+IMAGENET_PIXEL_STD = 255 * _IMAGENET_STD_RGB
+
+
+def _rgb_targets(mode):
+    """(mean, std) per R, G, B of what the backbone's first convolution saw in pretraining:
+    ImageNet's pixel statistics through `mode`'s affine map, in RGB order."""
+    scale, offset = _affine(mode)
+    if mode is NormalizationMode.CAFFE:  # _affine's caffe values are in BGR order
+        scale, offset = scale[::-1], offset[::-1]
+    return IMAGENET_PIXEL_MEAN * scale + offset, IMAGENET_PIXEL_STD * scale
+
+
+def default_rgb_bands(bands):
+    """Which input bands are R, G, B by default: (0, 1, 2), or (0, 0, 0) for fewer than 3
+    bands (one band read as grey)."""
+    return (0, 1, 2) if bands >= 3 else (0, 0, 0)
+
+
+def band_statistics(bands, rgb_bands, band_mean=None, band_std=None):
+    """(mean, std) per band, float64: the given ones, else ImageNet's pixel statistics for the
+    bands that are R, G or B (averaged where one band is several) and their average for the
+    others (8-bit imagery, as an RGB band would be)."""
+    if band_mean is not None and band_std is not None:
+        mean, std = np.asarray(band_mean, np.float64), np.asarray(band_std, np.float64)
+        if mean.shape != (bands,) or std.shape != (bands,) or np.any(std <= 0):
+            raise ValueError(
+                f"band_mean={list(band_mean)} and band_std={list(band_std)} must give one value "
+                f"per band ({bands}), std > 0"
+            )
+        return mean, std
+    return _per_band(IMAGENET_PIXEL_MEAN, bands, rgb_bands), _per_band(
+        IMAGENET_PIXEL_STD, bands, rgb_bands
+    )
+
+
+def _per_band(colour_values, bands, rgb_bands):
+    """One value per band from one per colour (R, G, B): a band's colours' mean, or the mean of
+    all three for bands that are no colour."""
+    values = np.full(bands, np.mean(colour_values))
+    for band in set(rgb_bands):
+        values[band] = np.mean([colour_values[k] for k, b in enumerate(rgb_bands) if b == band])
+    return values
+
+
+def check_rgb_bands(rgb_bands, bands):
+    rgb_bands = tuple(default_rgb_bands(bands) if rgb_bands is None else rgb_bands)
+    if len(rgb_bands) != 3 or any(int(b) != b or not 0 <= b < bands for b in rgb_bands):
+        raise ValueError(
+            f"rgb_bands={rgb_bands!r} must name 3 input bands (R, G, B), each in 0..{bands - 1}"
+        )
+    return tuple(int(b) for b in rgb_bands)
+
+
+@keras.saving.register_keras_serializable(package="tfdeeplab")
+class BandNormalization(keras.layers.Layer):
+    """Maps images of any number of bands (8-bit, 16-bit or float) to what a backbone
+    pretrained on RGB expects: each band is standardised with its own statistics, then given
+    the mean and std that ImageNet's pixels have after the backbone's `preprocess_input`
+    (`mode`): the R, G and B bands (`rgb_bands`) those of their colour, the other bands the
+    average of the three. One multiply-add per band; the bands keep their input order (the
+    first convolution's kernel is laid out to match: `tfdeeplab.bands`).
+
+    Args:
+        mode: the backbone's `NormalizationMode`.
+        band_mean, band_std: per band, from the training data (`tfdeeplab train` measures
+            them); None: 8-bit imagery with ImageNet's statistics (`band_statistics`).
+        rgb_bands: the input bands that are R, G, B (default `default_rgb_bands`).
+        bands: the number of input bands.
+
+    Input (B, H, W, bands) float; output the same shape.
+    """
+
+    def __init__(self, mode, bands, rgb_bands=None, band_mean=None, band_std=None, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = NormalizationMode(mode)
+        self.bands = int(bands)
+        self.rgb_bands = check_rgb_bands(rgb_bands, self.bands)
+        self.band_mean, self.band_std = (
+            None if v is None else [float(x) for x in v] for v in (band_mean, band_std)
+        )
+        mean, std = band_statistics(self.bands, self.rgb_bands, band_mean, band_std)
+        target_mean, target_std = _rgb_targets(self.mode)
+        want_mean = _per_band(target_mean, self.bands, self.rgb_bands)
+        want_std = _per_band(target_std, self.bands, self.rgb_bands)
+        self.scale = (want_std / std).astype("float32")
+        self.offset = (want_mean - mean * want_std / std).astype("float32")
+
+    def call(self, images):
+        scale = keras.ops.cast(self.scale, images.dtype)
+        return images * scale + keras.ops.cast(self.offset, images.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "mode": self.mode.value,
+            "bands": self.bands,
+            "rgb_bands": list(self.rgb_bands),
+            "band_mean": self.band_mean,
+            "band_std": self.band_std,
+        }

@@ -103,9 +103,13 @@ def _replace_rows(flat, indices, rows):
     return flat * (1 - mask) + values
 
 
-def pixel_features(image):
-    """The image as fine features of the point head: [0, 255] → [-1, 1], float32."""
-    return tf.cast(image, tf.float32) / 127.5 - 1.0
+def pixel_features(image, scale=None, offset=None):
+    """The image as fine features of the point head, float32: [0, 255] → [-1, 1], or
+    image · scale + offset per band (multispectral models: about ±1 for ±2 std)."""
+    image = tf.cast(image, tf.float32)
+    if scale is None:
+        return image / 127.5 - 1.0
+    return image * tf.constant(scale, tf.float32) + tf.constant(offset, tf.float32)
 
 
 def fine_channels(input_shapes, image_features):
@@ -236,6 +240,8 @@ class PointRendRefiner(keras.layers.Layer):
         point_loss_weight=1.0,
         align_corners=False,
         image_features=False,
+        pixel_scale=None,
+        pixel_offset=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -253,6 +259,8 @@ class PointRendRefiner(keras.layers.Layer):
         self.point_loss_weight = float(point_loss_weight)
         self.align_corners = bool(align_corners)
         self.image_features = bool(image_features)
+        self.pixel_scale = None if pixel_scale is None else [float(v) for v in pixel_scale]
+        self.pixel_offset = None if pixel_offset is None else [float(v) for v in pixel_offset]
         self.head = PointHead(num_classes, channels, num_layers, name="point_head")
 
     def build(self, input_shapes):
@@ -260,7 +268,9 @@ class PointRendRefiner(keras.layers.Layer):
         self.head.build(((None, None, channels), (None, None, self.num_classes)))
 
     def _pixels(self, image):
-        return pixel_features(image) if self.image_features else None
+        if not self.image_features:
+            return None
+        return pixel_features(image, self.pixel_scale, self.pixel_offset)
 
     def call(self, inputs, training=None):
         coarse, fine, image = inputs
@@ -347,4 +357,6 @@ class PointRendRefiner(keras.layers.Layer):
             "point_loss_weight": self.point_loss_weight,
             "align_corners": self.align_corners,
             "image_features": self.image_features,
+            "pixel_scale": self.pixel_scale,
+            "pixel_offset": self.pixel_offset,
         }
