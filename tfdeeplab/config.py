@@ -51,6 +51,10 @@ class TrainConfig:
     output_stride: int = setting(16, "stride of the ASPP features", choices=(8, 16, 32))
     alpha: float = setting(1.0, "MobileNetV2 width multiplier")
     backbone_weights: str | None = setting(None, "imagenet or a weights file")
+    rgb_bands: tuple = setting(
+        (), "multispectral data: the bands that are R, G, B, e.g. 3,2,1 (default 0,1,2)",
+        parse=int_list,
+    )  # fmt: skip
     aspp_filters: int = setting(256, "channels of every ASPP branch")
     aspp_rates: str | tuple = setting(
         "auto",
@@ -139,6 +143,7 @@ class TrainConfig:
         # Paths as strings: config.json and summary.json are JSON.
         self.data, self.out = str(self.data), str(self.out)
         self.ignore_classes = tuple(int(c) for c in self.ignore_classes)
+        self.rgb_bands = tuple(int(b) for b in self.rgb_bands)
         self.optimizer = OptimizerName(self.optimizer).value
         self.distribute = Distribution(self.distribute).value
         if self.lr is None:

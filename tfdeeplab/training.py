@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfdeeplab.atomic import atomic_write_bytes
@@ -26,6 +25,7 @@ from tfdeeplab.callbacks import (
 )
 from tfdeeplab.config import Distribution, OptimizerName, TrainConfig
 from tfdeeplab.data import Augmentation, make_dataset, scan_split
+from tfdeeplab.data.rasters import label_counts, model_input_arguments
 from tfdeeplab.deeplabv3 import DeepLabV3
 from tfdeeplab.init_model import load_initial_model
 from tfdeeplab.layers.aspp import ASPP
@@ -44,18 +44,6 @@ from tfdeeplab.strategy import (
 
 class RunExistsError(FileExistsError):
     """The output folder holds a finished run."""
-
-
-def _pixel_counts(folder):
-    counts = np.zeros(folder.num_classes, np.int64)
-    from PIL import Image
-
-    for path in folder.masks:
-        with Image.open(path) as mask:
-            labels = np.asarray(mask).ravel()
-        labels = labels[labels != folder.ignore_label]
-        counts += np.bincount(labels, minlength=folder.num_classes)[: folder.num_classes]
-    return counts
 
 
 # Layer attributes holding convolution and dense kernels (Conv2D and Dense, DepthwiseConv2D,
@@ -192,6 +180,7 @@ def compiled_model(config, train_folder, steps, schedule=None):
             aux_head=config.aux_head,
             decoder=config.decoder,
             crop_size=config.image_size,
+            **model_input_arguments(train_folder, config.rgb_bands or None),
         )
     schedule = schedule or learning_rate_schedule(config, steps)
     optimizer = make_optimizer(config, schedule, model)
@@ -199,7 +188,7 @@ def compiled_model(config, train_folder, steps, schedule=None):
     optimizer.build(model.trainable_variables)
     weights = None
     if config.class_weights:
-        weights = class_weights_from_frequencies(_pixel_counts(train_folder))
+        weights = class_weights_from_frequencies(label_counts(train_folder))
     loss = SegmentationLoss(
         num_classes, config.ignore_label, weights, config.focal_gamma, config.dice_weight
     )

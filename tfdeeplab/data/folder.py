@@ -2,9 +2,14 @@
 
 Layout (the `labels/` name is what many annotation tools export):
 
-    root/images/*.{jpg,jpeg,png,tif,tiff}    root/masks/*.png  (or root/labels/*.png)
+    root/images/*.{jpg,jpeg,png,tif,tiff}    root/masks/*.png  (or root/labels/*.{png,tif})
     root/classes.json                         optional: {"names": [...], "colors": [[r,g,b],...]}
     root/train/{images,masks}, root/val/...   optional fixed splits
+
+Esri's "Classified Tiles" exports (images/*.tif, labels/*.tif, esri_model_definition.emd)
+load as they are: their classes come from the export's "Classes" entries. TIFF images may
+have any number of bands and any pixel type (rasterio reads them; see `tfdeeplab.data.rasters`);
+every image of a folder must have the same band count.
 
 Masks are 8-bit grayscale ("L") or palette ("P") PNGs whose values are class indices; the ignore
 label marks pixels that count for nothing. Every pair is checked once, when the dataset is built.
@@ -16,9 +21,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
+
+from tfdeeplab.data.rasters import esri_classes, image_info, read_label_array
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+MASK_SUFFIXES = (".png", ".tif", ".tiff")
 MASK_FOLDERS = ("masks", "labels")
 
 
@@ -38,6 +46,9 @@ class SegmentationFolder:
         ignore_label: label value that is ignored by losses and metrics.
         skipped: (path, reason) of pairs left out with `skip_bad`.
         sizes: (height, width) of each pair's image.
+        bands: the images' band count (3 for RGB photos; every image has the same).
+        dtype: the images' pixel type ("uint8" for photos; "uint16", "float32", … for
+            rasters, which are read as float32 and normalised with measured statistics).
     """
 
     images: tuple
@@ -48,6 +59,8 @@ class SegmentationFolder:
     ignore_label: int
     skipped: tuple = ()
     sizes: tuple = ()
+    bands: int = 3
+    dtype: str = "uint8"
 
     def __len__(self):
         return len(self.images)
@@ -57,7 +70,7 @@ def read_classes(root):
     """(names, colours) from `root/classes.json`, or (None, None) without one."""
     path = Path(root) / "classes.json"
     if not path.exists():
-        return None, None
+        return esri_classes(root)
     try:
         spec = json.loads(path.read_text())
         names = [str(n) for n in spec["names"]]
@@ -103,7 +116,7 @@ def find_pairs(root):
     root = Path(root)
     if not (root / "images").is_dir():
         raise DataError(f"{root}: no images/ folder (expected {root / 'images'})")
-    masks = {p.stem: p for p in _mask_folder(root).iterdir() if p.suffix.lower() == ".png"}
+    masks = {p.stem: p for p in _mask_folder(root).iterdir() if p.suffix.lower() in MASK_SUFFIXES}
     images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise DataError(
@@ -119,33 +132,24 @@ def find_pairs(root):
 
 
 def _check_pair(image_path, mask_path, num_classes, ignore_label):
-    """Returns (largest label, reason or None, (height, width)). Opens both files fully once."""
+    """Returns (largest label, reason or None, (height, width), (bands, dtype)). Reads both
+    files fully once."""
     try:
-        with Image.open(image_path) as image:
-            image.load()
-            image_size = image.size
-    except (OSError, UnidentifiedImageError) as error:
-        return -1, f"unreadable or corrupt image ({error})", None
+        bands, dtype, image_size = image_info(image_path)
+    except (OSError, ValueError, UnidentifiedImageError) as error:
+        return -1, f"unreadable or corrupt image ({error})", None, None
     try:
-        with Image.open(mask_path) as mask:
-            mask.load()
-            if mask.mode not in ("L", "P"):
-                return (
-                    -1,
-                    (
-                        f"mask {mask_path} has mode {mask.mode}; masks must be 8-bit grayscale "
-                        "(L) or palette (P) PNGs of class indices"
-                    ),
-                    None,
-                )
-            labels = np.asarray(mask)
+        labels = read_label_array(mask_path)
+    except ValueError as error:
+        return -1, str(error), None, None
     except (OSError, UnidentifiedImageError) as error:
-        return -1, f"unreadable or corrupt mask {mask_path} ({error})", None
-    if labels.shape[::-1] != image_size:
+        return -1, f"unreadable or corrupt mask {mask_path} ({error})", None, None
+    if labels.shape != image_size:
         return (
             -1,
             f"mask {mask_path} is {labels.shape[1]}×{labels.shape[0]}, image is "
-            f"{image_size[0]}×{image_size[1]}",
+            f"{image_size[1]}×{image_size[0]}",
+            None,
             None,
         )
     values = np.unique(labels)
@@ -159,8 +163,25 @@ def _check_pair(image_path, mask_path, num_classes, ignore_label):
                 f"(the ignore label is {ignore_label})"
             ),
             None,
+            None,
         )
-    return int(values.max()) if values.size else -1, None, labels.shape
+    return int(values.max()) if values.size else -1, None, labels.shape, (bands, dtype)
+
+
+def _same_bands(pairs_info, problems):
+    """(bands, dtype) of the first good pair; pairs with another band count become problems
+    naming both files. Returns the kept indices too."""
+    first = pairs_info[0]
+    kept = []
+    for index, (image, info) in enumerate(pairs_info):
+        if info[0] != first[1][0]:
+            problems.append(
+                (image, f"has {info[0]} bands; {first[0]} has {first[1][0]} (one count per folder)")
+            )
+        else:
+            kept.append(index)
+    dtypes = {info[1] for _, info in pairs_info}
+    return first[1][0], first[1][1] if len(dtypes) == 1 else "float32", kept
 
 
 def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
@@ -182,23 +203,28 @@ def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder")
     # A split folder (root/train) shares the classes.json of the dataset above it.
-    names, colours = (
-        read_classes(root) if (root / "classes.json").exists() else read_classes(root.parent)
-    )
+    names, colours = read_classes(root)
+    if names is None:
+        names, colours = read_classes(root.parent)
     if num_classes is None and names is not None:
         num_classes = len(names)
     if num_classes is not None and num_classes < 1:
         raise DataError(f"num_classes={num_classes} must be ≥ 1")
     pairs, problems = find_pairs(root)
-    good, sizes, largest = [], [], -1
+    good, sizes, infos, largest = [], [], [], -1
     for image, mask in pairs:
-        label, reason, size = _check_pair(image, mask, num_classes, ignore_label)
+        label, reason, size, info = _check_pair(image, mask, num_classes, ignore_label)
         if reason:
             problems.append((image, reason))
         else:
             good.append((image, mask))
             sizes.append(tuple(int(s) for s in size))
+            infos.append((image, info))
             largest = max(largest, label)
+    bands, dtype = 3, "uint8"
+    if good:
+        bands, dtype, kept = _same_bands(infos, problems)
+        good, sizes = [good[i] for i in kept], [sizes[i] for i in kept]
     if problems and not skip_bad:
         path, reason = problems[0]
         more = f" (and {len(problems) - 1} more bad pairs)" if len(problems) > 1 else ""
@@ -218,5 +244,6 @@ def scan_folder(root, num_classes=None, ignore_label=255, skip_bad=False):
         colours = palette(num_classes)
     images, masks = zip(*good, strict=True)
     return SegmentationFolder(
-        images, masks, num_classes, names, colours, ignore_label, tuple(problems), tuple(sizes)
-    )
+        images, masks, num_classes, names, colours, ignore_label, tuple(problems),
+        tuple(sizes), bands, dtype,
+    )  # fmt: skip

@@ -18,9 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from tfdeeplab.data.folder import SegmentationFolder, scan_folder
+from tfdeeplab.data.rasters import (
+    band_statistics,
+    is_raster,
+    read_image_array,
+    read_label_array,
+)
 from tfdeeplab.layers.resize_like import IMAGENET_MEAN_RGB
 
 SPLITS = ("train", "val")
@@ -60,19 +65,12 @@ def _resolve_view(view, folder, size):
     return EvalView.RESIZE
 
 
-def _read_with_pil(path, mode):
-    with Image.open(path.decode() if isinstance(path, bytes) else path) as picture:
-        if mode == "RGB" and picture.mode != "RGB":
-            picture = picture.convert("RGB")
-        return np.asarray(picture, dtype=np.uint8)
-
-
 def decode_image(path):
     """RGB uint8 (H, W, 3). TF decodes JPEG/PNG (gray and RGBA become RGB); PIL decodes TIFF."""
     is_tiff = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.tiff?")
 
     def with_pil():
-        return tf.numpy_function(lambda p: _read_with_pil(p, "RGB"), [path], tf.uint8)
+        return tf.numpy_function(lambda p: read_image_array(p)[0], [path], tf.uint8)
 
     def with_tf():
         return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -81,11 +79,23 @@ def decode_image(path):
     return tf.ensure_shape(image, (None, None, 3))
 
 
+def decode_raster(path, bands):
+    """(float32 (H, W, bands) in the file's own units, bool (H, W) valid pixels) of any image
+    file (`tfdeeplab.data.rasters.read_image_array`: TIFFs of any bands and type)."""
+
+    def read(p):
+        pixels, valid = read_image_array(p)
+        return pixels.astype(np.float32), valid
+
+    image, valid = tf.numpy_function(read, [path], (tf.float32, tf.bool))
+    return tf.ensure_shape(image, (None, None, bands)), tf.ensure_shape(valid, (None, None))
+
+
 def decode_mask(path):
-    """Class indices (H, W) int32. PIL keeps palette indices; tf.io.decode_png turns them into
-    colours."""
-    mask = tf.numpy_function(lambda p: _read_with_pil(p, None), [path], tf.uint8)
-    return tf.cast(tf.ensure_shape(mask, (None, None)), tf.int32)
+    """Class indices (H, W) int32 of a PNG (PIL keeps palette indices; tf.io.decode_png would
+    turn them into colours) or a one-band TIFF."""
+    mask = tf.numpy_function(lambda p: read_label_array(p).astype(np.int32), [path], tf.int32)
+    return tf.ensure_shape(mask, (None, None))
 
 
 def check_ignore_classes(ignore_classes, num_classes, ignore_label):
@@ -125,12 +135,13 @@ class Augmentation:
     saturation: float = 0.1
 
 
-def _pad_to(image, mask, height, width, ignore_label):
-    """Pads at the bottom/right to at least (height, width): image with the mean, mask ignored."""
+def _pad_to(image, mask, height, width, ignore_label, fill=IMAGENET_MEAN_RGB):
+    """Pads at the bottom/right to at least (height, width): image with `fill` (one value per
+    band: the mean colour), mask with the ignore label."""
     pad_h = tf.maximum(height - tf.shape(image)[0], 0)
     pad_w = tf.maximum(width - tf.shape(image)[1], 0)
     paddings = [[0, pad_h], [0, pad_w]]
-    mean = tf.constant(IMAGENET_MEAN_RGB, tf.float32)
+    mean = tf.constant(fill, tf.float32)
     image = tf.pad(image - mean, paddings + [[0, 0]]) + mean
     mask = tf.pad(mask, paddings, constant_values=ignore_label)
     return image, mask
@@ -142,18 +153,25 @@ def _resize_pair(image, mask, size):
     return image, mask
 
 
-def augment_pair(image, mask, crop_size, ignore_label, settings=Augmentation()):
-    """One random training view: scale, pad, crop, flip, jitter. Shapes (h, w, 3) and (h, w)."""
+def augment_pair(
+    image, mask, crop_size, ignore_label, settings=Augmentation(), fill=IMAGENET_MEAN_RGB,
+    photometric=True,
+):  # fmt: skip
+    """One random training view: scale, pad (with `fill`, one value per band), crop, flip and,
+    with `photometric` (8-bit RGB photos), jitter. Shapes (h, w, bands) and (h, w)."""
     height, width = crop_size
+    bands = image.shape[-1]
     scale = tf.random.uniform([], settings.min_scale, settings.max_scale)
     size = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
     image, mask = _resize_pair(tf.cast(image, tf.float32), mask, tf.maximum(size, 1))
-    image, mask = _pad_to(image, mask, height, width, ignore_label)
+    image, mask = _pad_to(image, mask, height, width, ignore_label, fill)
     stacked = tf.concat([image, tf.cast(mask[..., None], tf.float32)], axis=-1)
-    stacked = tf.image.random_crop(stacked, (height, width, 4))
+    stacked = tf.image.random_crop(stacked, (height, width, bands + 1))
     if settings.flip:
         stacked = tf.image.random_flip_left_right(stacked)
-    image, mask = stacked[..., :3], tf.cast(stacked[..., 3], tf.int32)
+    image, mask = stacked[..., :bands], tf.cast(stacked[..., bands], tf.int32)
+    if not photometric:
+        return image, mask
     image = image / 255.0
     image = tf.image.random_brightness(image, settings.brightness)
     image = tf.image.random_contrast(image, 1 - settings.contrast, 1 + settings.contrast)
@@ -161,20 +179,20 @@ def augment_pair(image, mask, crop_size, ignore_label, settings=Augmentation()):
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0, mask
 
 
-def pad_pair_for_eval(image, mask, size, ignore_label):
+def pad_pair_for_eval(image, mask, size, ignore_label, fill=IMAGENET_MEAN_RGB):
     """Original resolution, padded at the bottom/right to `size` (H, W) ≥ the image's."""
-    image, mask = _pad_to(tf.cast(image, tf.float32), mask, size[0], size[1], ignore_label)
+    image, mask = _pad_to(tf.cast(image, tf.float32), mask, size[0], size[1], ignore_label, fill)
     return image[: size[0], : size[1]], mask[: size[0], : size[1]]
 
 
-def resize_pair_for_eval(image, mask, size, ignore_label):
+def resize_pair_for_eval(image, mask, size, ignore_label, fill=IMAGENET_MEAN_RGB):
     """Deterministic view: the longer side becomes the crop size, then pad to (height, width)."""
     height, width = size
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     ratio = tf.minimum(height / shape[0], width / shape[1])
     new_size = tf.maximum(tf.cast(tf.round(shape * ratio), tf.int32), 1)
     image, mask = _resize_pair(tf.cast(image, tf.float32), mask, new_size)
-    image, mask = _pad_to(image, mask, height, width, ignore_label)
+    image, mask = _pad_to(image, mask, height, width, ignore_label, fill)
     return image[:height, :width], mask[:height, :width]
 
 
@@ -220,6 +238,21 @@ def scan_split(root, split=None, val_fraction=0.1, seed=0, **scan_kwargs):
     return folder if split is None else _split(folder, split, val_fraction, seed)
 
 
+def _photo_pair(ignored, ignore):
+    return lambda i, m: (decode_image(i), ignore_class_values(decode_mask(m), ignored, ignore))
+
+
+def _raster_pair(bands, ignored, ignore):
+    """Decodes a raster pair; pixels the image marks as nodata get the ignore label."""
+
+    def decode(image_path, mask_path):
+        image, valid = decode_raster(image_path, bands)
+        mask = ignore_class_values(decode_mask(mask_path), ignored, ignore)
+        return image, tf.where(valid, mask, tf.constant(ignore, mask.dtype))
+
+    return decode
+
+
 def make_dataset(
     folder: SegmentationFolder,
     image_size=(513, 513),
@@ -247,10 +280,11 @@ def make_dataset(
     # the (small) file names are shuffled, not the decoded images.
     if shuffle and not cache:
         paths = paths.shuffle(len(folder), seed=seed, reshuffle_each_iteration=True)
-    pairs = paths.map(
-        lambda i, m: (decode_image(i), ignore_class_values(decode_mask(m), ignored, ignore)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    fill, decode, raster = IMAGENET_MEAN_RGB, _photo_pair(ignored, ignore), is_raster(folder)
+    if raster:
+        fill = tuple(band_statistics(folder)[0].tolist())
+        decode = _raster_pair(folder.bands, ignored, ignore)
+    pairs = paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         pairs = pairs.cache(cache if isinstance(cache, str) else "")
         if shuffle:
@@ -259,22 +293,22 @@ def make_dataset(
         pairs = pairs.repeat()
     if augment:
         views = pairs.map(
-            lambda i, m: augment_pair(i, m, size, ignore, augmentation),
+            lambda i, m: augment_pair(i, m, size, ignore, augmentation, fill, not raster),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     elif _resolve_view(EvalView(eval_view), folder, size) is EvalView.RESIZE:
         views = pairs.map(
-            lambda i, m: resize_pair_for_eval(i, m, size, ignore),
+            lambda i, m: resize_pair_for_eval(i, m, size, ignore, fill),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:
         size = evaluation_canvas(folder, size)
         views = pairs.map(
-            lambda i, m: pad_pair_for_eval(i, m, size, ignore),
+            lambda i, m: pad_pair_for_eval(i, m, size, ignore, fill),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     views = views.map(
-        lambda i, m: (tf.ensure_shape(i, (*size, 3)), tf.ensure_shape(m, size)),
+        lambda i, m: (tf.ensure_shape(i, (*size, folder.bands)), tf.ensure_shape(m, size)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     drop = augment if drop_remainder is None else drop_remainder

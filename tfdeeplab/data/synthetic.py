@@ -157,3 +157,82 @@ def synthetic_scenes(root, num_images=200, image_size=(128, 128), num_classes=6,
     classes = {"names": names, "colors": colours.tolist()}  # classes.json's key (file format)
     atomic_write_bytes(root / "classes.json", json.dumps(classes, indent=1).encode())
     return root
+
+
+# The multispectral scenes' extra class, visible only in the near-infrared band.
+NIR_CLASS = "vegetation"
+
+
+def _near_infrared(rng, mask, vegetation):
+    """A near-infrared band: low everywhere (60 ± texture), high on `vegetation` (190 ± texture)
+    as plants reflect it; other classes cannot be told apart in it."""
+    height, width = mask.shape
+    band = _texture(rng, height, width, np.full(3, 60.0), 12.0, 9.0)[..., 0]
+    lush = _texture(rng, height, width, np.full(3, 190.0), 12.0, 9.0)[..., 0]
+    return np.clip(np.where(vegetation, lush, band), 0, 255)
+
+
+def render_multispectral_scene(seed, image_size=(128, 128), num_classes=5, style_seed=0):
+    """(pixels float (H, W, 4) in [0, 255]: R, G, B, near-infrared; class indices (H, W)):
+    a `render_scene` of num_classes − 1 classes plus patches of class num_classes − 1
+    (`NIR_CLASS`) on the background, whose R, G, B are the background's own texture: only the
+    fourth band separates them."""
+    height, width = image_size
+    image, mask = render_scene(seed, image_size, num_classes - 1, style_seed)
+    rng = np.random.default_rng(seed + 7_919)
+    vegetation = np.zeros((height, width), bool)
+    for _ in range(int(rng.integers(1, 4))):
+        canvas = Image.new("L", (width, height), 0)
+        _draw_object(ImageDraw.Draw(canvas), "blob", rng, height, width)
+        vegetation |= (np.asarray(canvas) > 0) & (mask == 0)
+    mask = np.where(vegetation, num_classes - 1, mask).astype(np.uint8)
+    nir = _near_infrared(rng, mask, vegetation)
+    return np.concatenate([image.astype(np.float64), nir[..., None]], axis=-1), mask
+
+
+def multispectral_scenes(
+    root, num_images=64, image_size=(128, 128), num_classes=5, seed=0, bands=4
+):
+    """Writes Esri's "Classified Tiles" layout: root/images/*.tif (16-bit, `bands` of R, G, B,
+    near-infrared; georeferenced), root/labels/*.tif (one band of class values) and
+    root/esri_model_definition.emd with the classes' names and colours. Needs rasterio.
+
+    `bands=3` writes the same scenes without the near-infrared band: the pair measures what
+    the fourth band adds (class `NIR_CLASS` is separable only there).
+    """
+    from tfdeeplab.geo import rasterio_module
+
+    rasterio = rasterio_module()
+    from rasterio.transform import from_origin
+
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if bands not in (3, 4) or not 3 <= num_classes <= 255:
+        raise ValueError(f"bands={bands} must be 3 or 4 and num_classes={num_classes} ≥ 3")
+    root = Path(root)
+    for folder in ("images", "labels"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    height, width = image_size
+    for index in range(num_images):
+        pixels, mask = render_multispectral_scene(
+            seed * 1_000_003 + index, image_size, num_classes, seed
+        )
+        stretched = np.round(pixels[..., :bands] * 257).astype(np.uint16)  # 8 → 16 bits
+        place = from_origin(500_000 + 10 * width * index, 4_100_000, 10, 10)
+        common = {"driver": "GTiff", "height": height, "width": width, "crs": "EPSG:32633",
+                  "transform": place}  # fmt: skip
+        with rasterio.open(root / "images" / f"tile_{index:05d}.tif", "w", count=bands,
+                           dtype="uint16", **common) as image:  # fmt: skip
+            image.write(np.moveaxis(stretched, -1, 0))
+        with rasterio.open(root / "labels" / f"tile_{index:05d}.tif", "w", count=1,
+                           dtype="uint8", **common) as label:  # fmt: skip
+            label.write(mask[None])
+    names = ["background"] + [SHAPES[(i - 1) % len(SHAPES)] for i in range(1, num_classes - 1)]
+    colours = palette(num_classes)
+    classes = [
+        {"Value": value, "Name": name, "Color": colours[value].tolist()}
+        for value, name in enumerate([*names, NIR_CLASS])
+    ]
+    definition = {"ModelType": "ImageClassification", "Classes": classes}
+    atomic_write_bytes(root / "esri_model_definition.emd", json.dumps(definition).encode())
+    return root
