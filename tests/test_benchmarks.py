@@ -154,3 +154,21 @@ def test_bad_artifacts_are_named_before_anything_runs(artifacts, tmp_path):
 def test_fixed_size_tflite_names_its_own_size(artifacts):
     with pytest.raises(ValueError, match=r"fp32.tflite: the file takes input \(1, 32, 32, 3\)"):
         artifact_measure.measure(artifacts / "fp32.tflite", (64, 64), timing={"min_runs": 1})
+
+
+@pytest.mark.slow
+def test_rasters_benchmark_reports_quality_memory_speed_and_seams(tmp_path):
+    """`benchmarks.rasters` at a tiny size: every section filled, from subprocess runs."""
+    pytest.importorskip("rasterio")
+    from benchmarks.rasters import main
+
+    out = tmp_path / "RASTERS.md"
+    report = main(["--sizes", "150", "300", "--tile", "64", "--overlap", "8", "--num-images",
+                   "8", "--minutes", "0.05", "--seam-size", "128", "--work",
+                   str(tmp_path / "work"), "--out", str(out)])  # fmt: skip
+    assert set(report["quality"]) == {"3", "4"} and set(report["memory"]) == {"150", "300"}
+    assert all(row["peak_rss_mb"] > 100 for row in report["memory"].values())
+    assert set(report["speed"]) == {"keras", "tflite_fp32", "tflite_int8"}
+    assert all(row["windows"] == 9 for row in report["speed"].values())  # 3 × 3 on 150²
+    assert set(report["seams"]) == {"overlap_8", "overlap_0"}
+    assert out.with_suffix(".png").is_file() and "Seams" in out.read_text()
