@@ -134,13 +134,16 @@ def _resize(array, size, method):
     return tf.image.resize(array, size, method=method).numpy()
 
 
-def read_rgb(path):
-    """An image file as float32 RGB (H, W, 3); ValueError naming an unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+def read_image(path):
+    """An image file as float32 (H, W, bands): photos as RGB, TIFFs with all their bands in
+    their own units (`tfdeeplab.data.rasters.read_image_array`); ValueError naming an
+    unreadable file."""
+    from PIL import UnidentifiedImageError
+
+    from tfdeeplab.data.rasters import read_image_array
 
     try:
-        with Image.open(path) as picture:
-            return np.asarray(picture.convert("RGB"), dtype=np.float32)
+        return read_image_array(path)[0].astype(np.float32)
     except (OSError, UnidentifiedImageError) as error:
         raise ValueError(f"{path}: unreadable image ({error})") from None
 

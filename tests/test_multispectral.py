@@ -87,6 +87,10 @@ def test_a_four_band_model_trains_stores_its_statistics_and_exports(scenes, tmp_
     norm = [layer for layer in layers if isinstance(layer, BandNormalization)]
     # The near-infrared band: 60 on most pixels, 190 on vegetation, stretched to 16 bits.
     assert len(norm) == 1 and 257 * 60 < norm[0].band_mean[3] < 257 * 100
+    tile = scenes["four"] / "images" / "tile_00001.tif"
+    assert main(["predict", "--model", str(run / "final.keras"), "--input", str(tile),
+                 "--out", str(tmp_path / "masks")]) == 0  # fmt: skip
+    assert [p.name for p in (tmp_path / "masks").iterdir()] == ["tile_00001_mask.png"]
     out = tmp_path / "four_int8.tflite"
     assert main(["export", "--model", str(run / "final.keras"), "--format", "tflite",
                  "--quantization", "int8", "--calibration-data", str(scenes["four"]),

@@ -262,7 +262,7 @@ def evaluate_command(args):
 def predict_command(args):
     import keras
 
-    from converters.predictors import class_colours, load_predictor, read_rgb
+    from converters.predictors import class_colours, load_predictor, read_image
     from tfdeeplab.atomic import atomic_write_bytes
     from tfdeeplab.data.folder import image_paths
     from tfdeeplab.visualize import png_bytes
@@ -277,13 +277,14 @@ def predict_command(args):
     out = Path(args.out)
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for path in paths:
-        image = read_rgb(path)
+        image = read_image(path)
         mask = predictor(image)
-        overlay = (0.5 * image + 0.5 * colours[mask]).astype(np.uint8)
         atomic_write_bytes(out / f"{path.stem}_mask.png", png_bytes(mask, colours))
-        atomic_write_bytes(out / f"{path.stem}_overlay.png", png_bytes(overlay))
+        if image.shape[-1] == 3:  # an overlay needs colours; multispectral images get none
+            overlay = (0.5 * image + 0.5 * colours[mask]).astype(np.uint8)
+            atomic_write_bytes(out / f"{path.stem}_overlay.png", png_bytes(overlay))
         progress.add(1)
-    print(f"Wrote {2 * len(paths)} PNGs (palette masks and overlays) to {out}")
+    print(f"Wrote palette masks (and overlays of RGB images) of {len(paths)} images to {out}")
     return 0
 
 

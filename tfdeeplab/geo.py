@@ -13,7 +13,6 @@ import numpy as np
 from tfdeeplab.tiling import NODATA_CLASS
 
 GEO_EXTRA = 'pip install -e ".[geo]"  (or: pip install rasterio)'
-TIFF_SUFFIXES = (".tif", ".tiff")
 # Internal tiling of the written GeoTIFFs (GDAL's blocks): 256² is GDAL's common choice.
 BLOCK = 256
 
@@ -25,34 +24,6 @@ def rasterio_module():
     except ImportError:
         raise ImportError(f"reading and writing GeoTIFFs needs rasterio: {GEO_EXTRA}") from None
     return rasterio
-
-
-def is_tiff(path):
-    return Path(path).suffix.lower() in TIFF_SUFFIXES
-
-
-def read_raster(path):
-    """A whole (Geo)TIFF as (pixels (H, W, bands) in its own dtype, valid (H, W) bool).
-
-    `valid` is False where the file's nodata value (or its mask) marks every band."""
-    rasterio = rasterio_module()
-    try:
-        with rasterio.open(path) as dataset:
-            pixels = np.moveaxis(dataset.read(), 0, -1)
-            valid = dataset.dataset_mask() > 0
-    except rasterio.errors.RasterioIOError as error:
-        raise ValueError(f"{path}: unreadable raster ({error})") from None
-    return pixels, valid
-
-
-def raster_shape(path):
-    """(height, width, bands, dtype name, nodata) of a raster file, reading no pixels."""
-    rasterio = rasterio_module()
-    try:
-        with rasterio.open(path) as dataset:
-            return dataset.height, dataset.width, dataset.count, dataset.dtypes[0], dataset.nodata
-    except rasterio.errors.RasterioIOError as error:
-        raise ValueError(f"{path}: unreadable raster ({error})") from None
 
 
 class GeoTiffSource:

@@ -193,10 +193,9 @@ def predict_command_tiled(args):
 
 
 def _predict_pngs(args, settings):
-    from converters.predictors import read_rgb
+    from converters.predictors import read_image
     from tfdeeplab.atomic import atomic_write_bytes
     from tfdeeplab.data.folder import image_paths
-    from tfdeeplab.geo import is_tiff, read_raster
     from tfdeeplab.visualize import png_bytes
 
     out = Path(args.out)
@@ -204,7 +203,7 @@ def _predict_pngs(args, settings):
     runner = _runner(args.model, settings.pop("scales"), settings.pop("flip"))
     _, colours = _classes_and_colours(runner[1], runner[3], None, settings["colours"])
     for path in paths:
-        image = read_raster(path)[0] if is_tiff(path) else read_rgb(path)
+        image = read_image(path)
         result = _tiled(
             runner, image, settings["tile_size"], settings["overlap"], settings["batch_size"],
             None, False, None, None, colours, progress=True,
