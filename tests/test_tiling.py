@@ -184,3 +184,6 @@ def test_predict_command_writes_a_geotiff_and_names_bad_tiling(local_model, tmp_
     assert main(["predict", "--model", str(model_path), "--input", str(source), "--out",
                  str(out), "--tile", "64", "--overlap", "40"]) == 2  # fmt: skip
     assert "overlap=40" in capsys.readouterr().err
+    assert main(["predict", "--model", str(model_path), "--input", str(source), "--out",
+                 str(out), "--tile", "64", "--require-georeference"]) == 2  # fmt: skip
+    assert "plain.tif: has no coordinate reference system" in capsys.readouterr().err

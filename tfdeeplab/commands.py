@@ -78,6 +78,7 @@ class PredictOptions(InferenceOptions):
     overlap: int = setting(64, "pixels neighbouring windows share, blended (with --tile)")
     batch_size: int = setting(4, "windows per model call (with --tile)")
     probabilities: bool = setting(False, "also <out>_probabilities.tif (with a .tif --out)")
+    require_georeference: bool = setting(False, "refuse a raster without a CRS (.tif --out)")
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -64,6 +64,7 @@ def predict_tiled(
     class_names=None,
     colours=None,
     progress=True,
+    require_georeference=False,
 ):
     """Segments an image or raster of any size window by window (see `tfdeeplab.tiling`).
 
@@ -85,6 +86,8 @@ def predict_tiled(
         class_names, colours: for the output's tags and colour table; default: the artifact's
             metadata, else class_<i> and the palette.
         progress: a progress bar over windows.
+        require_georeference: a raster without a coordinate reference system is a ValueError
+            naming it (for outputs that must land on a map).
 
     Returns:
         {"classes": (H, W) uint8 or None when written to `out`, "probabilities": (H, W, K)
@@ -94,12 +97,12 @@ def predict_tiled(
     runner = _runner(model_or_artifact, scales, flip)
     return _tiled(
         runner, image_or_path, tile_size, overlap, batch_size, out, probabilities, nodata,
-        class_names, colours, progress,
+        class_names, colours, progress, require_georeference,
     )  # fmt: skip
 
 
 def _tiled(runner, image_or_path, tile_size, overlap, batch_size, out, probabilities, nodata,
-           class_names, colours, progress):  # fmt: skip
+           class_names, colours, progress, require_georeference=False):  # fmt: skip
     logits_fn, num_classes, own, metadata = runner
     size = _tile_size(tile_size, own)
     names, colours = _classes_and_colours(num_classes, metadata, class_names, colours)
@@ -107,7 +110,7 @@ def _tiled(runner, image_or_path, tile_size, overlap, batch_size, out, probabili
     if isinstance(image_or_path, str | Path):
         return _predict_file(
             logits_fn, Path(image_or_path), out, num_classes, names, colours, probabilities,
-            settings, progress,
+            settings, progress, require_georeference,
         )  # fmt: skip
     if out is not None:
         raise ValueError("out= writes GeoTIFFs and needs a raster path as image_or_path")
@@ -128,12 +131,12 @@ def _tiled(runner, image_or_path, tile_size, overlap, batch_size, out, probabili
 
 
 def _predict_file(logits_fn, path, out, num_classes, names, colours, probabilities, settings,
-                  progress):  # fmt: skip
+                  progress, require_georeference):  # fmt: skip
     from tfdeeplab.geo import GeoTiffOutput, GeoTiffSource
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such raster file")
-    with GeoTiffSource(path, require_georeference=False) as source:
+    with GeoTiffSource(path, require_georeference) as source:
         if out is None:
             output = ArrayOutput(source.height, source.width, num_classes, probabilities)
         else:
@@ -180,8 +183,9 @@ def predict_command_tiled(args):
         if not source.is_file():
             raise FileNotFoundError(f"--input {source}: a .tif --out needs one raster file")
         result = predict_tiled(
-            args.model, source, out=args.out, probabilities=args.probabilities, **settings
-        )
+            args.model, source, out=args.out, probabilities=args.probabilities,
+            require_georeference=args.require_georeference, **settings,
+        )  # fmt: skip
         print(
             f"Wrote {result['out']} ({result['tiles']} windows of {result['tile_size']}², "
             f"overlap {result['overlap']}, {result['skipped']} all-nodata windows skipped)"
