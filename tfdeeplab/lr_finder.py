@@ -59,10 +59,13 @@ def suggest_learning_rate(learning_rates, smoothed):
     rates, smoothed = rates[finite], smoothed[finite]
     lowest = int(np.argmin(smoothed))
     slopes = np.gradient(smoothed, np.log(rates)) if len(rates) > 1 else np.zeros(1)
+    # The first tenth of the sweep is left out of the steepest descent: the average of a few
+    # noisy losses swings there (a sweep on the demo's data put it at its first rate, 1e-6).
+    first = min(len(rates) // 10, lowest)
     return {
         "suggested_lr": float(rates[lowest] / 10),
         "min_loss_lr": float(rates[lowest]),
-        "steepest_lr": float(rates[int(np.argmin(slopes[: lowest + 1]))]),
+        "steepest_lr": float(rates[first + int(np.argmin(slopes[first : lowest + 1]))]),
     }
 
 
