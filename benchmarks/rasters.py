@@ -262,12 +262,17 @@ def markdown(report):
     lines += ["", f"## Seams ({settings['seam_size']}² mosaic in memory, Keras, window "
               f"{settings['tile']})", "",
               "| overlap | max abs prob. difference on window edges | anywhere "
-              "| argmax agreement |", "|---|---|---|---|"]  # fmt: skip
+              "| mean on window edges | mean elsewhere | argmax agreement |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
     for name, row in seams.items():
         lines.append(
             f"| {name.split('_')[1]} | {row['edges']:.4f} | {row['all']:.4f} "
+            f"| {row['edges_mean']:.5f} | {row['elsewhere_mean']:.5f} "
             f"| {percent(row['argmax_agreement'])} |"
         )
+    lines += ["", "Tiled and whole-image predictions can never be equal everywhere: ASPP's "
+              "image-level pooling makes every pixel depend on the whole window. A seam is "
+              "an error that concentrates on the lines where windows meet."]  # fmt: skip
     lines += ["", "![a crop of the smallest mosaic](RASTERS.png)", ""]
     return "\n".join(lines)
 

@@ -65,8 +65,12 @@ def test_the_first_convolution_keeps_the_weights_files_kernels_and_zeros_the_res
     assert not widened[:, :, 3].any()
 
 
-def test_caffe_backbones_map_their_bgr_kernels_to_the_named_bands():
-    rgb = _randomized(DeepLabV3(3, "resnet50", aspp_filters=16))
+@pytest.mark.parametrize(
+    ("backbone", "kwargs", "pointrend"),
+    [("resnet50", {}, False), ("mobilenetv2", {"alpha": 0.35}, True)],
+)  # caffe mode's BGR kernels; PointRend's pixel rows
+def test_reordered_bands_reach_the_kernels_of_their_colours(backbone, kwargs, pointrend):
+    rgb = _randomized(DeepLabV3(3, backbone, aspp_filters=16, pointrend=pointrend, **kwargs))
     bgr = with_input_bands(rgb, 3, rgb_bands=(2, 1, 0))
     images = _images(3)
     expected = rgb.predict_on_batch(images)
@@ -75,10 +79,13 @@ def test_caffe_backbones_map_their_bgr_kernels_to_the_named_bands():
     )
 
 
-def test_measured_band_statistics_make_16_bit_input_the_same_as_8_bit():
+@pytest.mark.parametrize(
+    ("backbone", "kwargs"), [("mobilenetv2", {"alpha": 0.35}), ("resnet50", {})]
+)  # tf mode, and caffe mode whose first kernel reads BGR
+def test_measured_band_statistics_make_16_bit_input_the_same_as_8_bit(backbone, kwargs):
     """Bands whose mean and std are 257× ImageNet's (8-bit values stretched to 16 bits) give
     the 8-bit model's logits on the stretched images: the normalisation is per band, inside."""
-    rgb = _randomized(DeepLabV3(3, **TINY))
+    rgb = _randomized(DeepLabV3(3, backbone, aspp_filters=16, **kwargs))
     mean = 257 * 255 * np.array([0.485, 0.456, 0.406])
     std = 257 * 255 * np.array([0.229, 0.224, 0.225])
     wide = with_input_bands(rgb, 3, band_mean=mean, band_std=std)

@@ -185,3 +185,19 @@ def test_aspp_image_pooling_branch_is_global():
     b = a.copy()
     b[0, 8, 8] = 10.0  # far outside the 3×3 rate-1 receptive field of position (0, 0)
     assert not np.allclose(aspp(a)[0, 0, 0], aspp(b)[0, 0, 0])
+
+
+@pytest.mark.parametrize("rates", [(), (2, 4)])
+@pytest.mark.parametrize("training", [False, True])
+def test_aspp_projects_the_image_level_features_by_parts_with_the_same_values(rates, training):
+    """The projection of [branches, pooled features broadcast to H × W] equals the projection
+    of the branches plus the projected 1×1 pooled map (the projection is linear)."""
+    layer = ASPP(8, rates, dropout=0.0)
+    x = np.random.default_rng(0).normal(size=(2, 9, 11, 5)).astype("float32")
+    actual = layer(x, training=training).numpy()
+    branches = [layer._run(branch, x, training) for branch in layer.branches]
+    pooled = layer._run(layer.pool_branch, layer.pooling(x), training)
+    broadcast = pooled * keras.ops.ones_like(branches[0][..., :1])
+    concatenated = keras.ops.concatenate([*branches, broadcast], axis=-1)
+    expected = layer._run(layer.projection, concatenated, training).numpy()
+    np.testing.assert_allclose(actual, expected, atol=1e-5)

@@ -121,22 +121,34 @@ def _point_head_kernel(old, bands, rgb_bands, num_classes):
     return np.concatenate([old[:pixels], rows, old[pixels + 3 :]])
 
 
+def _reads_pixels(model):
+    """Whether `model`'s PointRend head reads the image's pixels (its first kernel has rows
+    for them)."""
+    refiners = [layer for layer in model.layers if layer.name == "pointrend"]
+    return bool(refiners) and bool(getattr(refiners[0], "image_features", False))
+
+
 def _copy_weights(model, rebuilt, bands, rgb_bands, mode):
+    """Every weight of `model` into `rebuilt`; the first convolution's kernel (the one kernel
+    that reads 3 channels) laid out for the bands even where their count stays 3 (its RGB or
+    BGR order then becomes the bands' order), PointRend's pixel rows likewise."""
+    first = [
+        v.path
+        for v in model.weights
+        if len(v.shape) == 4 and v.shape[2] == 3 and "kernel" in v.path
+    ]
+    if len(first) != 1:
+        raise ValueError(f"expected one convolution reading the 3 image channels, found {first}")
     old = {v.path: v for v in model.weights}
-    widened = []
     for variable in rebuilt.weights:
         value = old[variable.path].numpy()
+        if variable.path == first[0]:
+            value = _first_kernel(value, bands, rgb_bands, mode)
+        elif variable.path.endswith("point_head/fc0/kernel") and _reads_pixels(model):
+            value = _point_head_kernel(value, bands, rgb_bands, model.output_shape[-1])
         if value.shape != tuple(variable.shape):
-            if value.ndim == 2 and variable.path.endswith("point_head/fc0/kernel"):
-                value = _point_head_kernel(value, bands, rgb_bands, model.output_shape[-1])
-            elif value.ndim == 4 and value.shape[2] == 3 and variable.shape[2] == bands:
-                value = _first_kernel(value, bands, rgb_bands, mode)
-                widened.append(variable.path)
-            else:
-                raise ValueError(
-                    f"{variable.path}: shape {value.shape} → {tuple(variable.shape)} is not a "
-                    "first convolution's input channels"
-                )
+            raise ValueError(
+                f"{variable.path}: shape {value.shape} → {tuple(variable.shape)} is not a first "
+                "convolution's input channels"
+            )
         variable.assign(value)
-    if bands != 3 and len(widened) != 1:
-        raise ValueError(f"expected one first convolution to widen, found {widened}")

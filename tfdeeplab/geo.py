@@ -15,6 +15,15 @@ from tfdeeplab.tiling import NODATA_CLASS
 GEO_EXTRA = 'pip install -e ".[geo]"  (or: pip install rasterio)'
 # Internal tiling of the written GeoTIFFs (GDAL's blocks): 256² is GDAL's common choice.
 BLOCK = 256
+# GDAL's block cache while predicting a raster window by window, in MB. GDAL's default (5% of
+# the machine's memory) keeps every block read or written until it is full: on an 8,000²
+# raster it made peak memory grow with the raster, against the point of reading by windows.
+BLOCK_CACHE_MB = 64
+
+
+def bounded_cache():
+    """A rasterio environment whose GDAL block cache is `BLOCK_CACHE_MB`."""
+    return rasterio_module().Env(GDAL_CACHEMAX=BLOCK_CACHE_MB)
 
 
 def rasterio_module():

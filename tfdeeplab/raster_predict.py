@@ -132,11 +132,11 @@ def _tiled(runner, image_or_path, tile_size, overlap, batch_size, out, probabili
 
 def _predict_file(logits_fn, path, out, num_classes, names, colours, probabilities, settings,
                   progress, require_georeference):  # fmt: skip
-    from tfdeeplab.geo import GeoTiffOutput, GeoTiffSource
+    from tfdeeplab.geo import GeoTiffOutput, GeoTiffSource, bounded_cache
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such raster file")
-    with GeoTiffSource(path, require_georeference) as source:
+    with bounded_cache(), GeoTiffSource(path, require_georeference) as source:
         if out is None:
             output = ArrayOutput(source.height, source.width, num_classes, probabilities)
         else:

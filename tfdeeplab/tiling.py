@@ -211,7 +211,8 @@ def seam_error(tiled, whole, tile_size, overlap, margin=0):
     starts or ends), against the same on all pixels: the seam metric of tiled inference.
 
     Returns:
-        {"edges": max abs difference on window-edge lines, "all": over every pixel}.
+        {"edges": max abs difference on window-edge lines, "all": over every pixel,
+        "edges_mean", "elsewhere_mean": mean abs difference on and off those lines}.
     """
     tiled, whole = np.asarray(tiled, np.float64), np.asarray(whole, np.float64)
     height, width = tiled.shape[:2]
@@ -223,4 +224,9 @@ def seam_error(tiled, whole, tile_size, overlap, margin=0):
     difference = np.abs(tiled - whole)
     if difference.ndim == 3:
         difference = difference.max(axis=-1)
-    return {"edges": float(difference[edge].max()), "all": float(difference.max())}
+    return {
+        "edges": float(difference[edge].max()),
+        "all": float(difference.max()),
+        "edges_mean": float(difference[edge].mean()),
+        "elsewhere_mean": float(difference[~edge].mean()),
+    }
