@@ -213,15 +213,8 @@ def picture(work, size, path):
     return prediction_grid(path, rows, titles, names, colours)
 
 
-def markdown(report):
-    quality, memory, speed = report["quality"], report["memory"], report["speed"]
-    seams, settings = report["seams"], report["settings"]
+def _quality_rows(quality, settings):
     lines = [
-        "# Multispectral rasters: the fourth band, and tiled prediction of whole GeoTIFFs",
-        "",
-        f"{generated_by(report)}, {report['machine']['cores']} cores, in "
-        f"{report['wall_s'] / 60:.0f} min.",
-        "",
         f"## What the near-infrared band buys ({settings['num_images']} scenes of {SCENE}², "
         f"{settings['minutes']} min of training each, `final.keras` on the validation split)",
         "",
@@ -235,10 +228,22 @@ def markdown(report):
             f"| {percent(evaluation['mean_boundary_f1'])} | {percent(vegetation['iou'])} "
             f"| {percent(evaluation['pixel_accuracy'])} |"
         )
-    lines += [
+    return [*lines, "", f"Training: `tfdeeplab train {shlex.join(RECIPE)} "
+            f"--time-budget-minutes {settings['minutes']}`."]  # fmt: skip
+
+
+def markdown(report):
+    memory, speed = report["memory"], report["speed"]
+    seams, settings = report["seams"], report["settings"]
+    lines = [
+        "# Multispectral rasters: the fourth band, and tiled prediction of whole GeoTIFFs",
         "",
-        f"Training: `tfdeeplab train {shlex.join(RECIPE)} --time-budget-minutes "
-        f"{settings['minutes']}`.",
+        f"{generated_by(report)}, {report['machine']['cores']} cores, in "
+        f"{report['wall_s'] / 60:.0f} min.",
+        "",
+        *_quality_rows(report["quality"], settings),
+    ]
+    lines += [
         "",
         f"## Peak memory of `tfdeeplab predict --tile {settings['tile']} --overlap "
         f"{settings['overlap']}` (4-band 16-bit GeoTIFF in, class GeoTIFF out, fresh process)",

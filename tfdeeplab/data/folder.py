@@ -70,7 +70,10 @@ def read_classes(root):
     """(names, colours) from `root/classes.json`, or (None, None) without one."""
     path = Path(root) / "classes.json"
     if not path.exists():
-        return esri_classes(root)
+        try:
+            return esri_classes(root)
+        except ValueError as error:
+            raise DataError(str(error)) from None
     try:
         spec = json.loads(path.read_text())
         names = [str(n) for n in spec["names"]]

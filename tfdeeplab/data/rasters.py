@@ -113,9 +113,7 @@ def esri_classes(root):
                 continue
             by_value = {int(e["Value"]): e for e in entries}
         except (ValueError, KeyError, TypeError, AttributeError) as error:
-            from tfdeeplab.data.folder import DataError
-
-            raise DataError(f"{path}: unreadable Classes entry ({error})") from None
+            raise ValueError(f"{path}: unreadable Classes entry ({error})") from None
         count = max(by_value) + 1
         names = [str(by_value[v]["Name"]) if v in by_value else "background" for v in range(count)]
         colours = np.zeros((count, 3), np.uint8)
