@@ -9,7 +9,7 @@ from tfdeeplab.data.pipeline import (
     make_dataset,
     scan_split,
 )
-from tfdeeplab.data.synthetic import synthetic_scenes
+from tfdeeplab.data.synthetic import multispectral_scenes, synthetic_scenes
 
 __all__ = [
     "Augmentation",
@@ -19,6 +19,7 @@ __all__ = [
     "evaluation_canvas",
     "load_segmentation_folder",
     "make_dataset",
+    "multispectral_scenes",
     "scan_folder",
     "scan_split",
     "synthetic_scenes",
