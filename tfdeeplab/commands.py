@@ -10,8 +10,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from tfdeeplab.config import DEMO_TRAINING_OPTIONS, DemoConfig, TrainConfig, demo_training
 from tfdeeplab.options import int_list, setting, values
 
@@ -264,9 +262,8 @@ def predict_command(args):
     import keras
 
     from converters.predictors import class_colours, load_predictor, read_image
-    from tfdeeplab.atomic import atomic_write_bytes
     from tfdeeplab.data.folder import image_paths
-    from tfdeeplab.visualize import png_bytes
+    from tfdeeplab.visualize import write_prediction_pngs
 
     if args.tile is not None or args.out.lower().endswith((".tif", ".tiff")):
         from tfdeeplab.raster_predict import predict_command_tiled
@@ -280,10 +277,7 @@ def predict_command(args):
     for path in paths:
         image = read_image(path)
         mask = predictor(image)
-        atomic_write_bytes(out / f"{path.stem}_mask.png", png_bytes(mask, colours))
-        if image.shape[-1] == 3:  # an overlay needs colours; multispectral images get none
-            overlay = (0.5 * image + 0.5 * colours[mask]).astype(np.uint8)
-            atomic_write_bytes(out / f"{path.stem}_overlay.png", png_bytes(overlay))
+        write_prediction_pngs(out, path.stem, image, mask, colours)
         progress.add(1)
     print(f"Wrote palette masks (and overlays of RGB images) of {len(paths)} images to {out}")
     return 0

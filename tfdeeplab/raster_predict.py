@@ -120,13 +120,19 @@ def _tiled(runner, image_or_path, tile_size, overlap, batch_size, out, probabili
         logits_fn, source, output, num_classes, probabilities=probabilities,
         progress=progress, **settings,
     )  # fmt: skip
+    return _result(output, None, counts, settings)
+
+
+def _result(output, out, counts, settings):
+    """predict_tiled's answer: the arrays of an `ArrayOutput`, or the path written."""
+    arrays = out is None
     return {
-        "classes": output.classes,
-        "probabilities": output.probabilities,
-        "out": None,
+        "classes": output.classes if arrays else None,
+        "probabilities": output.probabilities if arrays else None,
+        "out": None if arrays else str(out),
         **counts,
-        "tile_size": size,
-        "overlap": overlap,
+        "tile_size": settings["tile_size"],
+        "overlap": settings["overlap"],
     }
 
 
@@ -152,15 +158,7 @@ def _predict_file(logits_fn, path, out, num_classes, names, colours, probabiliti
             raise
         if out is not None:
             output.close()
-    arrays = out is None
-    return {
-        "classes": output.classes if arrays else None,
-        "probabilities": output.probabilities if arrays else None,
-        "out": None if arrays else str(out),
-        **counts,
-        "tile_size": settings["tile_size"],
-        "overlap": settings["overlap"],
-    }
+    return _result(output, out, counts, settings)
 
 
 def predict_command_tiled(args):
@@ -198,9 +196,8 @@ def predict_command_tiled(args):
 
 def _predict_pngs(args, settings):
     from converters.predictors import read_image
-    from tfdeeplab.atomic import atomic_write_bytes
     from tfdeeplab.data.folder import image_paths
-    from tfdeeplab.visualize import png_bytes
+    from tfdeeplab.visualize import write_prediction_pngs
 
     out = Path(args.out)
     paths = image_paths(args.input)
@@ -212,10 +209,6 @@ def _predict_pngs(args, settings):
             runner, image, settings["tile_size"], settings["overlap"], settings["batch_size"],
             None, False, None, None, colours, progress=True,
         )  # fmt: skip
-        classes = result["classes"]
-        atomic_write_bytes(out / f"{path.stem}_mask.png", png_bytes(classes, colours))
-        if image.ndim == 3 and image.shape[-1] == 3:
-            overlay = (0.5 * image + 0.5 * colours[classes]).astype(np.uint8)
-            atomic_write_bytes(out / f"{path.stem}_overlay.png", png_bytes(overlay))
+        write_prediction_pngs(out, path.stem, image, result["classes"], colours)
     print(f"Wrote palette masks (and overlays of RGB images) of {len(paths)} images to {out}")
     return 0

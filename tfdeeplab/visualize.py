@@ -1,6 +1,7 @@
 """Pictures of segmentations: palette colours and masks as PNG (charts: tfdeeplab.plots)."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -36,3 +37,14 @@ def png_bytes(array, colours=None):
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def write_prediction_pngs(folder, stem, image, mask, colours):
+    """`<stem>_mask.png` (palette) in `folder`, and for an RGB image `<stem>_overlay.png` (half
+    image, half class colour); multispectral images get no overlay. Each written atomically."""
+    from tfdeeplab.atomic import atomic_write_bytes
+
+    atomic_write_bytes(Path(folder) / f"{stem}_mask.png", png_bytes(mask, colours))
+    if image.ndim == 3 and image.shape[-1] == 3:
+        overlay = (0.5 * image + 0.5 * np.asarray(colours)[mask]).astype(np.uint8)
+        atomic_write_bytes(Path(folder) / f"{stem}_overlay.png", png_bytes(overlay))
