@@ -5,12 +5,17 @@ import tensorflow as tf
 
 from tests.helpers import assert_litert_matches, assert_save_load_equal, images
 from tfdeeplab import DeepLabV3
-from tfdeeplab.layers.point_features import point_sample
+from tfdeeplab.layers.point_features import (
+    most_uncertain_cells,
+    point_sample,
+    uncertainty,
+)
 from tfdeeplab.layers.pointrend import (
     PointHead,
     PointRendRefiner,
     _replace_rows,
     adaptive_subdivision,
+    fine_points,
     pixel_features,
     points_per_step,
 )
@@ -133,6 +138,44 @@ def test_aligned_subdivision_with_a_head_that_agrees_is_one_bilinear_upsampling(
     )
     # points=None: the 9×9 map of the first step, every cell of it at every step.
     assert [int(points.shape[1]) for points in seen] == [81, 81, 81]
+
+
+def _point_sampled_subdivision(coarse, fine, size, head, steps, points, pixels):
+    """Aligned adaptive subdivision written with `point_sample` at the chosen cell centres:
+    what the layer computed before it gathered rows of resized maps instead."""
+    logits, classes = coarse, coarse.shape[-1]
+    for _ in range(steps):
+        height, width = 2 * logits.shape[1] - 1, 2 * logits.shape[2] - 1
+        logits = resize(logits, (height, width), "bilinear", align_corners=True)
+        indices, where = most_uncertain_cells(
+            uncertainty(logits), min(points, height * width), align_corners=True
+        )
+        refined = head(
+            [
+                fine_points(fine, where, True, pixels),
+                point_sample(coarse, where, align_corners=True),
+            ]
+        )
+        flat = tf.reshape(logits, (logits.shape[0], height * width, classes))
+        logits = tf.reshape(_replace_rows(flat, indices, refined), (-1, height, width, classes))
+    return resize(logits, size, "bilinear", align_corners=True)
+
+
+@pytest.mark.parametrize("with_pixels", [False, True])
+def test_aligned_subdivision_gathers_what_point_sampling_at_the_cell_centres_gives(with_pixels):
+    """With aligned corners a step gathers rows of the fine features, pixels and coarse logits
+    resized to its grid (one GATHER, no point maths): the same head inputs and the same
+    result as bilinear point samples at the chosen cells' centres."""
+    rng = np.random.default_rng(0)
+    coarse = tf.constant(rng.normal(size=(2, 9, 9, 5)), tf.float32)
+    fine = tf.constant(rng.normal(size=(2, 17, 17, 6)), tf.float32)
+    pixels = tf.constant(rng.uniform(-1, 1, size=(2, 65, 65, 3)), tf.float32)
+    pixels = pixels if with_pixels else None
+    head = PointHead(5, channels=32, num_layers=2)
+    head.build(((None, None, 9 if with_pixels else 6), (None, None, 5)))
+    got = adaptive_subdivision(coarse, fine, (65, 65), head, 3, 200, True, pixels)
+    expected = _point_sampled_subdivision(coarse, fine, (65, 65), head, 3, 200, pixels)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_image_features_are_the_pixels_at_each_point():

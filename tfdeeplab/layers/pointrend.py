@@ -178,19 +178,60 @@ def adaptive_subdivision(
         cells = height * width
         if cap is None:
             cap = cells if points is None else tf.convert_to_tensor(points, tf.int32)
-        indices, where = most_uncertain_cells(
-            uncertainty(logits), tf.minimum(cap, cells), align_corners
-        )
-        flat = tf.reshape(logits, (shape[0], cells, classes))
-        refined = head(
-            [
-                fine_points(fine, where, align_corners, pixels),
-                point_sample(coarse, where, align_corners),
-            ]
-        )
-        flat = _replace_rows(flat, indices, tf.cast(refined, tf.float32))
-        logits = tf.reshape(flat, (shape[0], height, width, classes))
+        count = tf.minimum(cap, cells)
+        step = _aligned_step if align_corners else _sampled_step
+        logits = step(logits, coarse, fine, pixels, head, count, classes)
     return resize(logits, size, "bilinear", align_corners)
+
+
+def _sampled_step(logits, coarse, fine, pixels, head, count, classes):
+    """One subdivision step under half-pixel centres: the head's inputs are `point_sample`d at
+    the chosen cell centres (zero beyond the maps' outer cell centres, as detectron2's)."""
+    shape = tf.shape(logits)
+    indices, where = most_uncertain_cells(uncertainty(logits), count)
+    flat = tf.reshape(logits, (shape[0], shape[1] * shape[2], classes))
+    refined = head([fine_points(fine, where, False, pixels), point_sample(coarse, where)])
+    flat = _replace_rows(flat, indices, tf.cast(refined, tf.float32))
+    return tf.reshape(flat, shape)
+
+
+def _aligned_step(logits, coarse, fine, pixels, head, count, classes):
+    """One subdivision step with aligned corners, as `point_sample` at the cell centres but
+    without any point maths.
+
+    With aligned corners, the bilinear sample of a map at the centre of cell (i, j) of an
+    h × w grid is cell (i, j) of the map resized (aligned) to h × w. So the fine features, the
+    pixels and the coarse logits are resized to the grid, stacked with the logits, and the N
+    chosen cells' rows are taken by one GATHER with top-k's indices as they are; the refined
+    rows go back by one SCATTER_ND of their change. In a TFLite file a step is then two TOPK_V2,
+    one GATHER and one SCATTER_ND between delegated ops (was: float and int32 index maths and
+    three GATHER_NDs around them, each cutting XNNPACK's graph), and every resize runs in
+    XNNPACK.
+    """
+    shape = tf.shape(logits)
+    grid = (shape[1], shape[2])
+    maps = [resize(fine, grid, "bilinear", True)]
+    if pixels is not None:
+        maps.append(resize(pixels, grid, "bilinear", True))
+    maps += [resize(coarse, grid, "bilinear", True), logits]
+    depth = [m.shape[-1] for m in maps]
+    stack = tf.concat(maps, axis=-1)
+    stack = tf.reshape(stack, (shape[0], shape[1] * shape[2], sum(depth)))
+    scores = tf.reshape(uncertainty(logits), (shape[0], shape[1] * shape[2]))
+    indices = tf.math.top_k(scores, k=count).indices
+    rows = tf.gather(stack, indices, batch_dims=1)
+    features, coarse_rows, old = tf.split(rows, [sum(depth[:-2]), classes, classes], axis=-1)
+    refined = tf.cast(head([features, coarse_rows]), tf.float32)
+    flat = tf.reshape(logits, (shape[0], shape[1] * shape[2], classes))
+    return tf.reshape(_add_to_rows(flat, indices, refined - old), shape)
+
+
+def _add_to_rows(flat, indices, change):
+    """flat (B, M, K) plus `change` (B, N, K) at rows `indices` (B, N), distinct per image: one
+    SCATTER_ND (a TFLite builtin) and an ADD."""
+    shape = tf.shape(flat, out_type=tf.int32)
+    batch = tf.broadcast_to(tf.range(shape[0])[:, None], tf.shape(indices))
+    return flat + tf.scatter_nd(tf.stack([batch, indices], axis=-1), change, shape)
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
