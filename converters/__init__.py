@@ -21,6 +21,7 @@ _SOURCES = {
     "to_tf_keras": "tf_keras_bridge",
     "convert_to_tflite": "tflite",
     "export_tflite": "tflite",
+    "tflite_converter": "tflite",
     "VerificationFailed": "verify",
     "VerificationReport": "verify",
     "verify": "verify",

@@ -48,7 +48,24 @@ def convert_to_tflite(
     output=Output.LOGITS,
     io_type=IOType.FLOAT32,
 ):
-    """Converts `model` to a TFLite flatbuffer with builtin ops only.
+    """Converts `model` to a TFLite flatbuffer with builtin ops only (see `tflite_converter`
+    for the arguments); returns the flatbuffer as bytes."""
+    return tflite_converter(
+        model, input_shape, quantization, representative_data, calibration_steps, output, io_type
+    ).convert()
+
+
+def tflite_converter(
+    model,
+    input_shape,
+    quantization=Quantization.NONE,
+    representative_data=None,
+    calibration_steps=100,
+    output=Output.LOGITS,
+    io_type=IOType.FLOAT32,
+):
+    """The `tf.lite.TFLiteConverter` that `convert_to_tflite` runs: builtin ops only, set up
+    for `quantization` (also what `tf.lite.experimental.QuantizationDebugger` takes).
 
     The inference function is frozen (variables become constants) before conversion; converted
     straight from a Keras 3 model, the variables stay as VAR_HANDLE / READ_VARIABLE ops and batch
@@ -72,7 +89,7 @@ def convert_to_tflite(
             they are), int8 with scale 1 and zero point -128 (bytes minus 128).
 
     Returns:
-        The flatbuffer as bytes.
+        The configured converter.
     """
     quantization = Quantization.parse(quantization, "quantization")
     output = Output.parse(output, "output")
@@ -115,7 +132,7 @@ def convert_to_tflite(
             converter.inference_input_type = _TF_IO_TYPES[io_type]
             if output is Output.LOGITS:
                 converter.inference_output_type = _TF_IO_TYPES[io_type]
-    return converter.convert()
+    return converter
 
 
 def export_tflite(

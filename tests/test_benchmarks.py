@@ -172,3 +172,27 @@ def test_rasters_benchmark_reports_quality_memory_speed_and_seams(tmp_path):
     assert all(row["windows"] == 9 for row in report["speed"].values())  # 3 × 3 on 150²
     assert set(report["seams"]) == {"overlap_8", "overlap_0"}
     assert out.with_suffix(".png").is_file() and "Seams" in out.read_text()
+
+
+@pytest.mark.slow
+def test_qat_benchmark_scores_fp32_ptq_and_qat_and_keeps_results(trained_tiny, tmp_path):
+    """`benchmarks.qat_camvid` on synthetic scenes: one PTQ and one QAT row per learning rate,
+    the per-layer table, the chart; a second run reuses the kept result."""
+    from benchmarks.qat_camvid import main
+    from tfdeeplab.data import synthetic_scenes
+
+    scenes = synthetic_scenes(tmp_path / "scenes", 12, 64, num_classes=3, seed=0)
+    path = tmp_path / "tiny.keras"
+    trained_tiny.save(path)
+    argv = ["--data", str(scenes), "--model", f"tiny={path}", "--input-size", "65,97",
+            "--calibration-steps", "4", "--qat-epochs", "1", "--qat-steps", "2",
+            "--qat-batch-size", "2", "--qat-lr", "1e-5,1e-4", "--debug-images", "2",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "QAT.md")]  # fmt: skip
+    report = main(argv)
+    (row,) = report["rows"]
+    assert [qat["lr"] for qat in row["qat"]] == [1e-5, 1e-4]
+    assert all(0 <= r["miou"] <= 1 for r in (row["ptq"], *row["qat"]))
+    assert row["layers"] and all("sqnr_db" in layer for layer in row["layers"])
+    assert (tmp_path / "QAT.png").is_file() and "SQNR" in (tmp_path / "QAT.md").read_text()
+    again = main(argv)
+    assert again["rows"] == report["rows"]
