@@ -5,6 +5,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from converters.calibration import representative_images
+from converters.folding import fold_input_normalization
 from converters.options import IOType, Output, Quantization
 from tfdeeplab.atomic import atomic_write_bytes, refuse_overwrite
 from tfdeeplab.layers.atrous import native_dilation
@@ -49,10 +50,55 @@ def convert_to_tflite(
     io_type=IOType.FLOAT32,
 ):
     """Converts `model` to a TFLite flatbuffer with builtin ops only (see `tflite_converter`
-    for the arguments); returns the flatbuffer as bytes."""
-    return tflite_converter(
+    for the arguments); returns the flatbuffer as bytes.
+
+    An int8 file with float logits out upsamples its logits in float: see `_float_upsampling`.
+    """
+    converter = tflite_converter(
         model, input_shape, quantization, representative_data, calibration_steps, output, io_type
-    ).convert()
+    )
+    if (
+        Quantization.parse(quantization, "quantization") is Quantization.INT8
+        and IOType.parse(io_type, "io_type") is IOType.FLOAT32
+        and Output.parse(output, "output") is Output.LOGITS
+    ):
+        return _float_upsampling(converter, representative_data, tuple(input_shape[1:3]))
+    return converter.convert()
+
+
+# Ops between the logits' upsampling and the output of a tfdeeplab model (the crop of a
+# padded input).
+_TRAILING_OPS = {"SLICE", "STRIDED_SLICE", "RESHAPE"}
+
+
+def _float_upsampling(converter, representative_data, size):
+    """The int8 flatbuffer of `converter` with the final RESIZE_BILINEAR of the logits (and
+    the crop after it) left in float: DEQUANTIZE of the coarse logits, then a float resize,
+    instead of an int8 resize to the full image and a DEQUANTIZE of every output value. At
+    257² (21 classes, MobileNetV2 α 0.5) that is 0.2 ms less of 2.1 ms on 2 threads
+    (XNNPACK), and the logits are no longer rounded to 256 levels after the upsampling.
+
+    The selective quantization is TensorFlow's: `QuantizationDebugger` with
+    `denylisted_nodes` (the nodes named by their output tensors). A model that does not end
+    in a resize converts as usual.
+    """
+    from converters.litert import LiteRTModel
+
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter,
+        debug_dataset=lambda: representative_images(representative_data, size, 1),
+    )
+    interpreter = LiteRTModel(debugger.calibrated_model).plain_interpreter()
+    producers = {out: op for op in interpreter._get_ops_details() for out in op["outputs"]}
+    op = producers.get(interpreter.get_output_details()[0]["index"])
+    names = []
+    while op is not None and op["op_name"] in _TRAILING_OPS | {"RESIZE_BILINEAR"}:
+        names.append(interpreter._get_tensor_details(op["outputs"][0], 0)["name"])
+        if op["op_name"] == "RESIZE_BILINEAR":
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
+            break
+        op = producers.get(op["inputs"][0])
+    return debugger.get_nondebug_quantized_model()
 
 
 def tflite_converter(
@@ -104,6 +150,8 @@ def tflite_converter(
             "quantization='int8' calibrates activation ranges on images: pass "
             "representative_data (e.g. converters.calibration_dataset(folder, input_size))"
         )
+    if isinstance(model, keras.Model):  # not a tf_keras QAT model: its layers are fixed
+        model, _ = fold_input_normalization(model, tuple(input_shape[1:3]))
     spec = tf.TensorSpec(tuple(input_shape), tf.float32, name="image")
     byte_input = io_type is not IOType.FLOAT32
     with native_dilation():

@@ -191,9 +191,14 @@ def test_aspp_image_pooling_branch_is_global():
 @pytest.mark.parametrize("training", [False, True])
 def test_aspp_projects_the_image_level_features_by_parts_with_the_same_values(rates, training):
     """The projection of [branches, pooled features broadcast to H × W] equals the projection
-    of the branches plus the projected 1×1 pooled map (the projection is linear)."""
+    of the branches plus the projected 1×1 pooled map (the projection is linear); at inference
+    the projection's BN (here with trained-like statistics) is folded into it."""
     layer = ASPP(8, rates, dropout=0.0)
-    x = np.random.default_rng(0).normal(size=(2, 9, 11, 5)).astype("float32")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 11, 5)).astype("float32")
+    layer.build(x.shape)
+    gamma, beta, mean, variance = (rng.uniform(0.2, 3, 8).astype("float32") for _ in range(4))
+    layer.projection[1].set_weights([gamma, beta - 1.5, mean - 1.5, variance])
     actual = layer(x, training=training).numpy()
     branches = [layer._run(branch, x, training) for branch in layer.branches]
     pooled = layer._run(layer.pool_branch, layer.pooling(x), training)

@@ -94,21 +94,30 @@ class ASPP(keras.layers.Layer):
         outputs = [self._run(branch, features, training) for branch in self.branches]
         pooled = self._run(self.pool_branch, self.pooling(features), training)
         conv, bn, relu = self.projection
-        x = bn(self._project(conv.kernel, outputs, pooled), training=training)
+        if training:
+            x = bn(self._project(conv.kernel, outputs, pooled), training=training)
+        else:  # inference: the BN is an affine map, folded into both parts of the projection
+            scale, shift = _inference_affine(bn)
+            x = self._project(conv.kernel * scale, outputs, pooled, shift)
         return self.dropout_layer(relu(x), training=training)
 
-    def _project(self, kernel, outputs, pooled):
+    def _project(self, kernel, outputs, pooled, shift=None):
         """The projection convolution of [branches…, image-level features broadcast to H × W],
         computed as its split: the 1×1 projection is linear, so the broadcast image-level
         features contribute one (B, 1, 1, filters) term, added (broadcast) to the projection of
         the branches. Equal to the concatenated form (tested), with 1/(branches + 1) less
         projection work and no H × W copy of the pooled features (in DeepLab's light mobile
-        head, half the projection)."""
+        head, half the projection). `shift` (filters,), added to that small term, carries the
+        inference BN's shift (its scale is in `kernel`): exported files then have no per-pixel
+        MUL after the sum (in int8, one MUL of 33² × 256 at 257² in DeepLab's mobile head)."""
         kernel = keras.ops.cast(kernel, outputs[0].dtype)
         split = self.filters * len(outputs)
         spatial = self.concat(outputs) if len(outputs) > 1 else outputs[0]
         spatial = keras.ops.conv(spatial, kernel[:, :, :split])
-        return spatial + keras.ops.conv(pooled, kernel[:, :, split:])
+        image_level = keras.ops.conv(pooled, kernel[:, :, split:])
+        if shift is not None:
+            image_level = image_level + keras.ops.cast(shift, image_level.dtype)
+        return spatial + image_level
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -122,3 +131,14 @@ class ASPP(keras.layers.Layer):
             "batchnorm_momentum": self.batchnorm_momentum,
             "batchnorm_epsilon": self.batchnorm_epsilon,
         }
+
+
+def _inference_affine(bn):
+    """(scale, shift) per channel with bn(x, training=False) == x · scale + shift."""
+    scale = keras.ops.rsqrt(bn.moving_variance + bn.epsilon)
+    if bn.scale:
+        scale = scale * bn.gamma
+    shift = -bn.moving_mean * scale
+    if bn.center:
+        shift = shift + bn.beta
+    return scale, shift

@@ -137,3 +137,11 @@ def labels_at_points(labels, points, align_corners=False):
     column = tf.clip_by_value(tf.cast(tf.floor(x + 0.5), tf.int32), 0, shape[2] - 1)
     row = tf.clip_by_value(tf.cast(tf.floor(y + 0.5), tf.int32), 0, shape[1] - 1)
     return tf.gather_nd(labels, tf.stack([row, column], axis=-1), batch_dims=1)
+
+
+def add_to_rows(flat, indices, change):
+    """flat (B, M, K) plus `change` (B, N, K) at rows `indices` (B, N), distinct per image: one
+    SCATTER_ND (a TFLite builtin) and an ADD."""
+    shape = tf.shape(flat, out_type=tf.int32)
+    batch = tf.broadcast_to(tf.range(shape[0])[:, None], tf.shape(indices))
+    return flat + tf.scatter_nd(tf.stack([batch, indices], axis=-1), change, shape)

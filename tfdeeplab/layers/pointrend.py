@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from tfdeeplab.layers.point_features import (
+    add_to_rows,
     labels_at_points,
     most_uncertain_cells,
     point_sample,
@@ -223,15 +224,7 @@ def _aligned_step(logits, coarse, fine, pixels, head, count, classes):
     features, coarse_rows, old = tf.split(rows, [sum(depth[:-2]), classes, classes], axis=-1)
     refined = tf.cast(head([features, coarse_rows]), tf.float32)
     flat = tf.reshape(logits, (shape[0], shape[1] * shape[2], classes))
-    return tf.reshape(_add_to_rows(flat, indices, refined - old), shape)
-
-
-def _add_to_rows(flat, indices, change):
-    """flat (B, M, K) plus `change` (B, N, K) at rows `indices` (B, N), distinct per image: one
-    SCATTER_ND (a TFLite builtin) and an ADD."""
-    shape = tf.shape(flat, out_type=tf.int32)
-    batch = tf.broadcast_to(tf.range(shape[0])[:, None], tf.shape(indices))
-    return flat + tf.scatter_nd(tf.stack([batch, indices], axis=-1), change, shape)
+    return tf.reshape(add_to_rows(flat, indices, refined - old), shape)
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
