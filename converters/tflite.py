@@ -1,5 +1,7 @@
 """TFLite export of tfdeeplab models, restricted to builtin ops, in every quantization mode."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -84,21 +86,30 @@ def _float_upsampling(converter, representative_data, size):
     """
     from converters.litert import LiteRTModel
 
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter,
-        debug_dataset=lambda: representative_images(representative_data, size, 1),
-    )
-    interpreter = LiteRTModel(debugger.calibrated_model).plain_interpreter()
+    with warnings.catch_warnings():  # the debugger's own tf.lite.Interpreter, not ours
+        warnings.filterwarnings("ignore", "\\s*Warning: tf.lite.Interpreter is deprecated")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=lambda: representative_images(representative_data, size, 1),
+        )
+        names = _upsampling_nodes(LiteRTModel(debugger.calibrated_model).plain_interpreter())
+        if names:
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
+    return debugger.get_nondebug_quantized_model()
+
+
+def _upsampling_nodes(interpreter):
+    """Output tensor names of the final RESIZE_BILINEAR and the `_TRAILING_OPS` after it; []
+    if the graph does not end that way."""
     producers = {out: op for op in interpreter._get_ops_details() for out in op["outputs"]}
     op = producers.get(interpreter.get_output_details()[0]["index"])
     names = []
     while op is not None and op["op_name"] in _TRAILING_OPS | {"RESIZE_BILINEAR"}:
         names.append(interpreter._get_tensor_details(op["outputs"][0], 0)["name"])
         if op["op_name"] == "RESIZE_BILINEAR":
-            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
-            break
+            return names
         op = producers.get(op["inputs"][0])
-    return debugger.get_nondebug_quantized_model()
+    return []
 
 
 def tflite_converter(
