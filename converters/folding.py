@@ -12,8 +12,10 @@ with the same bias and the same padding: zeros padded around x - n are the zeros
 the normalised image, so the fold is exact at the borders too (a ZeroPadding2D in between, as in
 ResNet, pads the same zeros). The file then has one SUB of a scalar (127.5 for MobileNetV2 and
 Xception; a 3-vector for the caffe and torch modes, whose BGR order goes into W' as well) in
-front of the first convolution: 2.5 → 1.7 ms int8 and 3.7 → 3.4 ms fp32 at 257². Models whose
-normalisation feeds anything else are returned unchanged, and so are models that pad the image
+front of the first convolution (with ASPP's folded BN and the float upsampling of
+`converters.tflite`: 2.3 → 1.7 ms int8, 3.7 → 3.5 ms fp32 at 257²,
+benchmarks/BEFORE_AFTER_257.md). Models whose normalisation feeds anything else are returned
+unchanged, and so are models that pad the image
 to an aligned size first (`AlignedPadding`) at the size exported (not s·k + 1, or dynamic):
 TensorFlow's converter merges that padding's ADD of the mean colour with the SUB into one
 tensor calibrated over both ranges (int8 scale 1.5 instead of 1.0; the tiny test model's int8
