@@ -123,3 +123,25 @@ def test_qat_refuses_zero_epochs_before_any_work():
     model = DeepLabV3(3, **TINY)
     with pytest.raises(ValueError, match="epochs=0 must be"):
         quantization_aware_training(model, None, (SIZE, SIZE), QATOptions(epochs=0))
+
+
+def test_a_caffe_mode_qat_file_computes_what_its_fake_quant_model_does():
+    """RGB → BGR + ImageNet mean (ResNet, VGG) in a QAT file: as a 1×1 permutation
+    convolution it converts exactly; as tf.reverse the converted file's normalised image was
+    83% off and a CamVid ResNet-50 agreed with its own fake-quant model on 74% of pixels."""
+    from converters import convert_to_tflite
+    from converters.litert import LiteRTModel
+    from converters.tf_keras_bridge import Affine
+
+    inputs = tf_keras.Input((16, 16, 3))
+    normalised = Affine([1.0] * 3, [-103.939, -116.779, -123.68], True, name="norm")(inputs)
+    outputs = tf_keras.layers.Conv2D(4, 3, padding="same", name="conv")(normalised)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    x[..., 0] *= 0.3  # colours unlike each other, so a wrong channel order shows
+    qat = quantize_aware_model(tf_keras.Model(inputs, outputs))
+    calibrate_activation_ranges(qat, [x] * 20, batches=20)
+    model = LiteRTModel(convert_to_tflite(qat, (1, 16, 16, 3), "qat", x, 8))
+    expected = qat(x[:2], training=False).numpy()
+    actual = np.concatenate([model(x[i : i + 1]) for i in range(2)])
+    assert relative_error(actual, expected) < 0.05
+    assert "REVERSE_V2" not in model.op_names
