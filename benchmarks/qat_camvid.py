@@ -263,7 +263,7 @@ def main(argv=None):
     parser.add_argument("--qat-steps", type=int, default=100)
     parser.add_argument("--qat-batch-size", type=int, default=4)
     parser.add_argument("--qat-lr", type=lambda s: [float(v) for v in s.split(",")],
-                        default=[1e-5], help="comma-separated: one QAT file each")  # fmt: skip
+                        default=[1e-6], help="comma-separated: one QAT file each")  # fmt: skip
     parser.add_argument("--debug-images", type=int, default=8,
                         help="val images of the per-layer table; 0 leaves it out")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)

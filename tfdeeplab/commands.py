@@ -120,7 +120,7 @@ class ExportOptions:
     verify_images: int = setting(50, "verification images")
     qat_epochs: int = setting(2, "QAT fine-tuning epochs")
     qat_steps: int | None = setting(None, "batches per QAT epoch")
-    qat_lr: float = setting(1e-5, "QAT learning rate")
+    qat_lr: float = setting(1e-6, "QAT learning rate")
     qat_batch_size: int = setting(8, "QAT batch size")
     ignore_label: int = setting(255, "mask value that is not scored")
     val_fraction: float = setting(0.1, "as in train")
