@@ -22,10 +22,10 @@ config. tfdeeplab's layers map to:
   without it.
 """
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from tfdeeplab.layers.image_normalization import bgr_kernel
 from tfdeeplab.layers.pointrend import (
     adaptive_subdivision,
     build_point_head,
@@ -67,9 +67,7 @@ class Affine(tf_keras.layers.Layer):
             # permutation kernel, not tf.reverse. A QAT file converted with REVERSE_V2 gave
             # normalised images 83% off (relative RMS) and a ResNet-50 agreeing with its
             # fake-quant Keras model on 74% of pixels (issue 17); the convolution is exact.
-            kernel = np.zeros((1, 1, 3, 3), images.dtype.as_numpy_dtype)
-            for channel in range(3):
-                kernel[0, 0, 2 - channel, channel] = self.scale[channel]
+            kernel = tf.constant(bgr_kernel(self.scale), images.dtype)
             return tf.nn.conv2d(images, kernel, 1, "VALID") + offset
         return images * tf.constant(self.scale, images.dtype) + offset
 

@@ -33,6 +33,15 @@ def _affine(mode):
     return 1 / (255 * _IMAGENET_STD_RGB), -_IMAGENET_MEAN_RGB / _IMAGENET_STD_RGB
 
 
+def bgr_kernel(scale):
+    """(1, 1, 3, 3) float32 kernel of RGB → BGR times `scale` (per output channel) as a 1×1
+    convolution: output channel j = input channel 2 - j, times scale[j]."""
+    kernel = np.zeros((1, 1, 3, 3), "float32")
+    for channel in range(3):
+        kernel[0, 0, 2 - channel, channel] = scale[channel]
+    return kernel
+
+
 @keras.saving.register_keras_serializable(package="tfdeeplab")
 class ImageNormalization(keras.layers.Layer):
     """Maps float RGB images in [0, 255] to what a keras.applications backbone expects.
@@ -60,16 +69,9 @@ class ImageNormalization(keras.layers.Layer):
             # RGB → BGR as a 1×1 convolution with a permutation kernel (exact: one product by 1
             # per output), not a flip: TFLite's REVERSE_V2 has no XNNPACK kernel in int8 and
             # float16 files and split them in two delegate partitions; CONV_2D runs in XNNPACK.
-            kernel = keras.ops.cast(self._bgr_kernel(), images.dtype)
+            kernel = keras.ops.cast(bgr_kernel(self.scale), images.dtype)
             return keras.ops.conv(images, kernel) + offset
         return images * keras.ops.cast(self.scale, images.dtype) + offset
-
-    def _bgr_kernel(self):
-        """(1, 1, 3, 3) kernel: output channel j = input channel 2 - j, times scale[j]."""
-        kernel = np.zeros((1, 1, 3, 3), "float32")
-        for channel in range(3):
-            kernel[0, 0, 2 - channel, channel] = self.scale[channel]
-        return kernel
 
     def compute_output_shape(self, input_shape):
         return input_shape
