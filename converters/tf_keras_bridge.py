@@ -177,7 +177,7 @@ class PointRendRefiner(tf_keras.layers.Layer):
         super().build(input_shapes)
 
     def _head(self, inputs):
-        return point_head_logits(*inputs, self.hidden, self.predictor, tf.float32)
+        return point_head_logits(inputs, self.hidden, self.predictor, tf.float32)
 
     def call(self, inputs, training=None):
         coarse, fine, image = inputs

@@ -8,12 +8,12 @@ from tfdeeplab import DeepLabV3
 from tfdeeplab.layers.point_features import (
     most_uncertain_cells,
     point_sample,
+    scatter_cells,
     uncertainty,
 )
 from tfdeeplab.layers.pointrend import (
     PointHead,
     PointRendRefiner,
-    _replace_rows,
     adaptive_subdivision,
     fine_points,
     pixel_features,
@@ -32,14 +32,28 @@ def test_point_head_concatenates_the_coarse_prediction_everywhere():
     assert PointHead.from_config(head.get_config()).get_config() == head.get_config()
 
 
-def test_replace_rows():
-    flat = tf.reshape(tf.range(2 * 4 * 2, dtype=tf.float32), (2, 4, 2))
-    rows = -tf.ones((2, 2, 2))
-    result = _replace_rows(flat, tf.constant([[3, 0], [1, 2]]), rows).numpy()
-    expected = flat.numpy().copy()
-    expected[0, [3, 0]] = -1
-    expected[1, [1, 2]] = -1
+def test_scatter_cells_puts_rows_at_flat_cell_indices():
+    rows = tf.reshape(tf.range(1, 2 * 2 * 2 + 1, dtype=tf.float32), (2, 2, 2))
+    shape = tf.constant([2, 2, 3, 7])  # the channel count comes from the rows
+    result = scatter_cells(tf.constant([[5, 0], [1, 2]]), rows, shape).numpy()
+    expected = np.zeros((2, 2, 3, 2), "float32")
+    expected[0, 1, 2], expected[0, 0, 0] = rows[0, 0], rows[0, 1]  # cell 5 = row 1, column 2
+    expected[1, 0, 1], expected[1, 0, 2] = rows[1, 0], rows[1, 1]
     np.testing.assert_array_equal(result, expected)
+
+
+def test_point_head_reads_its_inputs_by_parts_as_one_concatenation():
+    """The head's layers read [fine parts…, coarse] by parts (no int8 concatenation sharing one
+    scale): the same values as each Dense layer applied to the concatenated input."""
+    rng = np.random.default_rng(0)
+    fine, pixels, coarse = (rng.normal(size=(2, 7, c)).astype("float32") for c in (5, 3, 4))
+    head = PointHead(num_classes=4, channels=8, num_layers=2)
+    out = head([fine, pixels, coarse]).numpy()
+    x = np.concatenate([fine, pixels, coarse], axis=-1)
+    for layer in head.hidden:
+        x = np.concatenate([layer(x).numpy(), coarse], axis=-1)
+    np.testing.assert_allclose(out, head.predictor(x).numpy(), atol=1e-5)
+    assert head.hidden[0].kernel.shape == (5 + 3 + 4, 8)
 
 
 def _inputs(batch=2, size=32, classes=3, seed=0):
@@ -152,12 +166,15 @@ def _point_sampled_subdivision(coarse, fine, size, head, steps, points, pixels):
         )
         refined = head(
             [
-                fine_points(fine, where, True, pixels),
+                *fine_points(fine, where, True, pixels),
                 point_sample(coarse, where, align_corners=True),
             ]
         )
         flat = tf.reshape(logits, (logits.shape[0], height * width, classes))
-        logits = tf.reshape(_replace_rows(flat, indices, refined), (-1, height, width, classes))
+        batch = tf.broadcast_to(tf.range(flat.shape[0])[:, None], indices.shape)
+        where = tf.stack([batch, indices], axis=-1)
+        flat = tf.tensor_scatter_nd_update(flat, where, refined)
+        logits = tf.reshape(flat, (-1, height, width, classes))
     return resize(logits, size, "bilinear", align_corners=True)
 
 
@@ -188,14 +205,14 @@ def test_image_features_are_the_pixels_at_each_point():
     image = np.stack([columns, np.full((32, 32), 255.0), np.zeros((32, 32))], -1)[None]
     seen = []
 
-    def head(inputs):
-        seen.append(inputs[0])
-        return inputs[1]
+    def head(inputs):  # [fine, pixels, coarse]
+        seen.append(inputs[:2])
+        return inputs[-1]
 
     adaptive_subdivision(coarse, fine, (32, 32), head, 2, 10, pixels=pixel_features(image))
-    for features in seen:
+    for features, pixels in seen:
         x = features[0, :, 0].numpy()  # the point's normalised x, from `fine`
-        red, green, blue = features[0, :, 2:].numpy().T
+        red, green, blue = pixels[0].numpy().T
         np.testing.assert_allclose(red, 2 * (32 * x - 0.5) / 127.5 - 1, atol=1e-5)
         np.testing.assert_allclose(green, 1.0, atol=1e-6)
         np.testing.assert_allclose(blue, -1.0, atol=1e-6)

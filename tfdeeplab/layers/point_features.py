@@ -139,9 +139,24 @@ def labels_at_points(labels, points, align_corners=False):
     return tf.gather_nd(labels, tf.stack([row, column], axis=-1), batch_dims=1)
 
 
-def add_to_rows(flat, indices, change):
-    """flat (B, M, K) plus `change` (B, N, K) at rows `indices` (B, N), distinct per image: one
-    SCATTER_ND (a TFLite builtin) and an ADD."""
-    shape = tf.shape(flat, out_type=tf.int32)
+def cell_rows(grid_map, indices, shape):
+    """Rows at the flat cell indices (B, N) of a (B, H, W, C) map on the `shape` grid, as
+    (B, N, C): one GATHER of the flattened map (the inverse of `scatter_cells`)."""
+    flat = tf.reshape(grid_map, (shape[0], shape[1] * shape[2], grid_map.shape[-1]))
+    return tf.gather(flat, indices, batch_dims=1)
+
+
+def scatter_cells(indices, rows, shape):
+    """A (B, H, W, K) map of zeros with `rows` (B, N, K) at the flat cell indices (B, N)
+    (row · W + column, distinct per image) of an H × W grid; `shape` is (B, H, W, any).
+
+    One SCATTER_ND (a TFLite builtin) into the flattened grid, reshaped back: callers add or
+    blend it with their 4-D map, which itself is never reshaped. (A float map reshaped after an
+    int8 resize read its quantisation from calibration on one side and from the resize on the
+    other; at 1 ulp apart the converter refused it as a broken same-scale RESHAPE.)
+    """
     batch = tf.broadcast_to(tf.range(shape[0])[:, None], tf.shape(indices))
-    return flat + tf.scatter_nd(tf.stack([batch, indices], axis=-1), change, shape)
+    channels = tf.shape(rows, out_type=tf.int32)[-1]
+    flat = tf.stack([shape[0], shape[1] * shape[2], channels])
+    cells = tf.scatter_nd(tf.stack([batch, indices], axis=-1), rows, flat)
+    return tf.reshape(cells, tf.stack([shape[0], shape[1], shape[2], channels]))

@@ -7,28 +7,45 @@ import keras
 import tensorflow as tf
 
 from tfdeeplab.layers.point_features import (
-    add_to_rows,
+    cell_rows,
     labels_at_points,
     most_uncertain_cells,
     point_sample,
     sample_training_points,
+    scatter_cells,
     uncertainty,
 )
 from tfdeeplab.layers.resize_like import resize
 from tfdeeplab.losses import point_loss, sparse_labels
 
 
-def point_head_logits(fine, coarse, hidden, predictor, dtype):
-    """The point head's MLP: fine (B, N, C) and coarse (B, N, K) features → logits (B, N, K).
+def point_head_logits(inputs, hidden, predictor, dtype):
+    """The point head's MLP: `[*fine parts (B, N, Cᵢ), coarse (B, N, K)]` → logits (B, N, K).
 
     `hidden` and `predictor` are dense layers (Keras 3 here, tf_keras in the QAT bridge); the
-    coarse prediction joins the input of every one of them.
+    coarse prediction joins the input of every one of them. Each layer reads its inputs by
+    parts (`_dense_by_parts`), never as one concatenated tensor.
     """
-    coarse = tf.cast(coarse, dtype)
-    x = tf.concat([tf.cast(fine, dtype), coarse], axis=-1)
+    parts = [tf.cast(x, dtype) for x in inputs]
+    coarse = parts[-1]
     for layer in hidden:
-        x = tf.concat([layer(x), coarse], axis=-1)
-    return predictor(x)
+        parts = [_dense_by_parts(layer, parts, dtype), coarse]
+    return _dense_by_parts(predictor, parts, dtype)
+
+
+def _dense_by_parts(layer, parts, dtype):
+    """`layer(concat(parts))` for a built Dense layer, as Σ partᵢ · kernel rowsᵢ + bias.
+
+    The same values (a matmul of a concatenation is the sum of the parts' matmuls), but an int8
+    file no longer puts the fine features, the coarse logits and the hidden activations on one
+    concatenation's shared scale: the logits' range would clip or coarsen the features (and in a
+    QAT file, where the fine features' range is fixed by fake-quant, it clipped the logits).
+    """
+    kernel = tf.split(tf.cast(layer.kernel, dtype), [x.shape[-1] for x in parts], axis=0)
+    total = tf.cast(layer.bias, dtype)
+    for x, rows in zip(parts, kernel, strict=True):
+        total = total + tf.matmul(x, rows)
+    return layer.activation(total)
 
 
 def point_head_layers(dense, num_classes, channels, num_layers):
@@ -39,7 +56,8 @@ def point_head_layers(dense, num_classes, channels, num_layers):
 
 
 def build_point_head(hidden, predictor, fine_channels, num_classes):
-    """Builds the head's layers for C = `fine_channels` inputs; each sees the coarse K too."""
+    """Builds the head's layers for C = `fine_channels` inputs (all fine parts together); each
+    sees the coarse K too."""
     width = fine_channels + num_classes
     for layer in hidden:
         layer.build((None, None, width))
@@ -59,7 +77,8 @@ class PointHead(keras.layers.Layer):
         channels: width of the hidden layers (256).
         num_layers: hidden layers (3).
 
-    Call with `[fine (B, N, C), coarse (B, N, K)]`; returns point logits (B, N, K).
+    Call with `[fine (B, N, C), coarse (B, N, K)]`, or with the fine features in parts
+    `[fine (B, N, C₁), pixels (B, N, C₂), …, coarse]`; returns point logits (B, N, K).
     """
 
     def __init__(self, num_classes, channels=256, num_layers=3, **kwargs):
@@ -72,13 +91,14 @@ class PointHead(keras.layers.Layer):
         )
 
     def build(self, input_shapes):
-        build_point_head(self.hidden, self.predictor, input_shapes[0][-1], self.num_classes)
+        channels = sum(shape[-1] for shape in input_shapes[:-1])
+        build_point_head(self.hidden, self.predictor, channels, self.num_classes)
 
     def call(self, inputs):
-        return point_head_logits(*inputs, self.hidden, self.predictor, self.compute_dtype)
+        return point_head_logits(inputs, self.hidden, self.predictor, self.compute_dtype)
 
     def compute_output_shape(self, input_shapes):
-        return (*input_shapes[1][:-1], self.num_classes)
+        return (*input_shapes[-1][:-1], self.num_classes)
 
     def get_config(self):
         return {
@@ -87,21 +107,6 @@ class PointHead(keras.layers.Layer):
             "channels": self.channels,
             "num_layers": self.num_layers,
         }
-
-
-def _replace_rows(flat, indices, rows):
-    """flat (B, M, K) with rows `indices` (B, N) replaced by `rows` (B, N, K).
-
-    Written with SCATTER_ND (a TFLite builtin) into zeros plus a mask, not
-    tensor_scatter_nd_update; top-k indices are distinct, so nothing is summed twice.
-    """
-    shape = tf.shape(flat, out_type=tf.int32)
-    batch = tf.broadcast_to(tf.range(shape[0])[:, None], tf.shape(indices))
-    where = tf.stack([batch, indices], axis=-1)
-    ones = tf.ones(tf.shape(indices), flat.dtype)[..., None]
-    mask = tf.scatter_nd(where, ones, tf.stack([shape[0], shape[1], 1]))
-    values = tf.scatter_nd(where, tf.cast(rows, flat.dtype), shape)
-    return flat * (1 - mask) + values
 
 
 def pixel_features(image, scale=None, offset=None):
@@ -122,12 +127,11 @@ def fine_channels(input_shapes, image_features):
 
 def fine_points(fine, where, align_corners=False, pixels=None):
     """`point_sample` of the fine features at `where`, and of `pixels` (the image, see
-    `pixel_features`) concatenated after them when given."""
+    `pixel_features`) when given: a list of the head's fine parts."""
     sampled = point_sample(fine, where, align_corners)
     if pixels is None:
-        return sampled
-    pixels = point_sample(tf.cast(pixels, sampled.dtype), where, align_corners)
-    return tf.concat([sampled, pixels], axis=-1)
+        return [sampled]
+    return [sampled, point_sample(tf.cast(pixels, sampled.dtype), where, align_corners)]
 
 
 def points_per_step(size, points=None, points_stride=None):
@@ -190,10 +194,10 @@ def _sampled_step(logits, coarse, fine, pixels, head, count, classes):
     the chosen cell centres (zero beyond the maps' outer cell centres, as detectron2's)."""
     shape = tf.shape(logits)
     indices, where = most_uncertain_cells(uncertainty(logits), count)
-    flat = tf.reshape(logits, (shape[0], shape[1] * shape[2], classes))
-    refined = head([fine_points(fine, where, False, pixels), point_sample(coarse, where)])
-    flat = _replace_rows(flat, indices, tf.cast(refined, tf.float32))
-    return tf.reshape(flat, shape)
+    refined = head([*fine_points(fine, where, False, pixels), point_sample(coarse, where)])
+    # Into zeros plus a mask, not tensor_scatter_nd_update: top-k's indices are distinct.
+    mask = scatter_cells(indices, tf.ones_like(indices, tf.float32)[..., None], shape)
+    return logits * (1 - mask) + scatter_cells(indices, tf.cast(refined, tf.float32), shape)
 
 
 def _aligned_step(logits, coarse, fine, pixels, head, count, classes):
@@ -202,12 +206,13 @@ def _aligned_step(logits, coarse, fine, pixels, head, count, classes):
 
     With aligned corners, the bilinear sample of a map at the centre of cell (i, j) of an
     h × w grid is cell (i, j) of the map resized (aligned) to h × w. So the fine features, the
-    pixels and the coarse logits are resized to the grid, stacked with the logits, and the N
-    chosen cells' rows are taken by one GATHER with top-k's indices as they are; the refined
+    pixels and the coarse logits are resized to the grid and the N chosen cells' rows of each
+    map and of the logits are taken by a GATHER with top-k's indices as they are; the refined
     rows go back by one SCATTER_ND of their change. In a TFLite file a step is then two TOPK_V2,
-    one GATHER and one SCATTER_ND between delegated ops (was: float and int32 index maths and
+    GATHERs and one SCATTER_ND between delegated ops (was: float and int32 index maths and
     three GATHER_NDs around them, each cutting XNNPACK's graph), and every resize runs in
-    XNNPACK.
+    XNNPACK. The maps are not concatenated before the gather: an int8 concatenation puts all
+    its inputs on one scale (see `_dense_by_parts`).
     """
     shape = tf.shape(logits)
     grid = (shape[1], shape[2])
@@ -215,16 +220,11 @@ def _aligned_step(logits, coarse, fine, pixels, head, count, classes):
     if pixels is not None:
         maps.append(resize(pixels, grid, "bilinear", True))
     maps += [resize(coarse, grid, "bilinear", True), logits]
-    depth = [m.shape[-1] for m in maps]
-    stack = tf.concat(maps, axis=-1)
-    stack = tf.reshape(stack, (shape[0], shape[1] * shape[2], sum(depth)))
     scores = tf.reshape(uncertainty(logits), (shape[0], shape[1] * shape[2]))
     indices = tf.math.top_k(scores, k=count).indices
-    rows = tf.gather(stack, indices, batch_dims=1)
-    features, coarse_rows, old = tf.split(rows, [sum(depth[:-2]), classes, classes], axis=-1)
-    refined = tf.cast(head([features, coarse_rows]), tf.float32)
-    flat = tf.reshape(logits, (shape[0], shape[1] * shape[2], classes))
-    return tf.reshape(add_to_rows(flat, indices, refined - old), shape)
+    rows = [cell_rows(m, indices, shape) for m in maps]
+    refined = tf.cast(head(rows[:-1]), tf.float32)
+    return logits + scatter_cells(indices, refined - rows[-1], shape)
 
 
 @keras.saving.register_keras_serializable(package="tfdeeplab")
@@ -346,7 +346,7 @@ class PointRendRefiner(keras.layers.Layer):
         points = sample_training_points(tf.stop_gradient(coarse32), count, align_corners=aligned)
         logits = self.head(
             [
-                fine_points(fine, points, aligned, self._pixels(image)),
+                *fine_points(fine, points, aligned, self._pixels(image)),
                 point_sample(coarse32, points, aligned),
             ]
         )
