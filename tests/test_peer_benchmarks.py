@@ -12,6 +12,27 @@ from benchmarks.worker import run_in_subprocess
 TINY_TIMING = ["--min-runs", "2", "--min-secs", "0", "--warmup-runs", "0"]
 
 
+def test_untrained_models_get_their_batch_norms_statistics_from_the_images():
+    """With the initial statistics an untrained MobileNetV2's logits are ~1e-10; the benchmark
+    sets every batch norm's moving statistics (nested ones too) to the images' batch
+    statistics, keeps the momentum and leaves the weights alone."""
+    import keras
+
+    inner = keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()])
+    model = keras.Sequential([keras.Input((9, 9, 3)), inner, keras.layers.BatchNormalization()])
+    images = np.random.default_rng(0).uniform(0, 255, (4, 9, 9, 3)).astype("float32")
+    weights = [w.numpy().copy() for w in model.trainable_weights]
+    mobile_peer.with_data_statistics(model, images)
+    conv = inner.layers[0](images).numpy()
+    norm = inner.layers[1]
+    np.testing.assert_allclose(norm.moving_mean, conv.mean(axis=(0, 1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(norm.moving_variance, conv.var(axis=(0, 1, 2)), rtol=1e-3)
+    out = model(images).numpy()  # inference now normalises: unit-scale outputs
+    assert 0.5 < out.std() < 2 and norm.momentum == model.layers[-1].momentum == 0.99
+    for before, after in zip(weights, model.trainable_weights, strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
 @pytest.mark.slow
 def test_mobile_peer_measures_every_variant_beside_the_peer(tmp_path):
     from converters import export_tflite

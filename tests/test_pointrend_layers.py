@@ -181,7 +181,7 @@ def _point_sampled_subdivision(coarse, fine, size, head, steps, points, pixels):
 @pytest.mark.parametrize("with_pixels", [False, True])
 def test_aligned_subdivision_gathers_what_point_sampling_at_the_cell_centres_gives(with_pixels):
     """With aligned corners a step gathers rows of the fine features, pixels and coarse logits
-    resized to its grid (one GATHER, no point maths): the same head inputs and the same
+    resized to its grid (a GATHER per map, no point maths): the same head inputs and the same
     result as bilinear point samples at the chosen cells' centres."""
     rng = np.random.default_rng(0)
     coarse = tf.constant(rng.normal(size=(2, 9, 9, 5)), tf.float32)

@@ -42,8 +42,10 @@ def _dense_by_parts(layer, parts, dtype):
     QAT file, where the fine features' range is fixed by fake-quant, it clipped the logits).
     """
     kernel = tf.split(tf.cast(layer.kernel, dtype), [x.shape[-1] for x in parts], axis=0)
-    total = tf.cast(layer.bias, dtype)
-    for x, rows in zip(parts, kernel, strict=True):
+    # The bias goes with the first part's matmul, as Dense's own (one FULLY_CONNECTED with
+    # bias); a separate ADD of an untrained all-zero bias got a degenerate int8 scale.
+    total = tf.nn.bias_add(tf.matmul(parts[0], kernel[0]), tf.cast(layer.bias, dtype))
+    for x, rows in zip(parts[1:], kernel[1:], strict=True):
         total = total + tf.matmul(x, rows)
     return layer.activation(total)
 
