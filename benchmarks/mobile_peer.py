@@ -49,12 +49,11 @@ def with_data_statistics(model, images):
     `images` (one training-mode pass with momentum 0); no weight changes. Returns `model`."""
     import keras
 
-    def layers(layer):
-        for child in getattr(layer, "layers", []) or []:
-            yield child
-            yield from layers(child)
-
-    norms = [layer for layer in layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.0

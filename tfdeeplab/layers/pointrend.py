@@ -174,7 +174,6 @@ def adaptive_subdivision(
     """
     coarse = tf.cast(coarse, tf.float32)
     logits = coarse
-    classes = coarse.shape[-1]
     cap = None
     for _ in range(steps):
         shape = tf.shape(logits)
@@ -187,11 +186,11 @@ def adaptive_subdivision(
             cap = cells if points is None else tf.convert_to_tensor(points, tf.int32)
         count = tf.minimum(cap, cells)
         step = _aligned_step if align_corners else _sampled_step
-        logits = step(logits, coarse, fine, pixels, head, count, classes)
+        logits = step(logits, coarse, fine, pixels, head, count)
     return resize(logits, size, "bilinear", align_corners)
 
 
-def _sampled_step(logits, coarse, fine, pixels, head, count, classes):
+def _sampled_step(logits, coarse, fine, pixels, head, count):
     """One subdivision step under half-pixel centres: the head's inputs are `point_sample`d at
     the chosen cell centres (zero beyond the maps' outer cell centres, as detectron2's)."""
     shape = tf.shape(logits)
@@ -202,7 +201,7 @@ def _sampled_step(logits, coarse, fine, pixels, head, count, classes):
     return logits * (1 - mask) + scatter_cells(indices, tf.cast(refined, tf.float32), shape)
 
 
-def _aligned_step(logits, coarse, fine, pixels, head, count, classes):
+def _aligned_step(logits, coarse, fine, pixels, head, count):
     """One subdivision step with aligned corners, as `point_sample` at the cell centres but
     without any point maths.
 
